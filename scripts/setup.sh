@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One-command setup: installs what is missing, never replaces an installed torch.
+#   bash scripts/setup.sh            # runtime + test dependencies
+#   SETUP_NO_APT=1 bash scripts/setup.sh   # skip Debian packages (WordNet for nltk METEOR)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# 1. torch first. An existing torch (CPU or CUDA) is pinned so pip cannot swap it for another build.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "$PY" -m pip install ${TORCH_SPEC:-torch}
+  else
+    # CPU machine: a CPU build (this project's dev/CI machines keep torch 2.13.0 CPU on disk).
+    "$PY" -m pip install ${TORCH_SPEC:-torch==2.13.0} || \
+      "$PY" -m pip install --index-url https://download.pytorch.org/whl/cpu torch
+  fi
+fi
+TORCH_VER=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+CONSTRAINTS=$(mktemp)
+echo "torch==${TORCH_VER}" > "$CONSTRAINTS"
+# A torchvision that fails at import makes transformers think it is usable: warn (it stays the user's choice).
+if "$PY" -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('torchvision') else 1)" 2>/dev/null \
+   && ! "$PY" -c "import torchvision" 2>/dev/null; then
+  echo "WARNING: torchvision is installed but fails to import; uninstall it (pip uninstall torchvision): the product runs image-only without it." >&2
+fi
+
+# 2. Python packages (torch held at the installed version).
+"$PY" -m pip install -q -c "$CONSTRAINTS" -r requirements.txt -r requirements-test.txt
+rm -f "$CONSTRAINTS"
+
+# 3. WordNet for nltk's METEOR (no nltk download offline): Debian packages, then an nltk-readable copy.
+if [ -z "${SETUP_NO_APT:-}" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  if ! dpkg -s wordnet-base wordnet-sense-index >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null
+  fi
+fi
+"$PY" -m eval.metrics.wordnet_setup || echo "NOTE: WordNet not set up: nltk METEOR will refuse to run (pycocoevalcap METEOR still works with Java)." >&2
+
+# 4. Build DeepSpeed's CPU comm op ahead (first multi-process run otherwise JIT-builds it).
+"$PY" -c "from deepspeed.ops.op_builder import ShareMemCommBuilder as B; B().load(verbose=False)" >/dev/null 2>&1 || true
+
+echo "setup done: $("$PY" -c 'import torch,transformers,peft,deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__, "deepspeed", deepspeed.__version__)')"
