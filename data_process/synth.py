@@ -50,7 +50,7 @@ MIN_SIZE = 32
 BACKGROUND_MAX = 212   # every non-lesion pixel has all channels <= this
 LESION_MIN = 235       # every lesion pixel has all channels >= this
 # Per-modality channel gains (R, G, B), applied to the background only: CT neutral, MRI warm, X-ray cool.
-TINT = {"CT": (1.0, 1.0, 1.0), "MRI": (1.0, 0.86, 0.66), "X-ray": (0.66, 0.86, 1.0)}
+TINT = {"CT": (1.0, 1.0, 1.0), "MRI": (1.0, 0.86, 0.66), "X-ray": (0.60, 0.82, 1.0)}
 
 Q_YES_NO = "Is there a lesion?"
 Q_MODALITY = "What is the imaging modality?"
@@ -71,14 +71,14 @@ def _ct(rng: np.random.RandomState, size: int) -> np.ndarray:
     """Axial body cross-section: black surround, grey ellipse with a bright rim, dark 'lungs', a 'spine'."""
     u, v = _grid(size)
     cu, cv = rng.uniform(-0.02, 0.02, 2)
-    a, b = rng.uniform(0.43, 0.47), rng.uniform(0.36, 0.41)
+    a, b = rng.uniform(0.44, 0.46), rng.uniform(0.37, 0.40)
     rho = np.sqrt(((u - cu) / a) ** 2 + ((v - cv) / b) ** 2)
     img = np.zeros((size, size))
-    img[rho <= 1.0] = rng.uniform(100, 120)
+    img[rho <= 1.0] = rng.uniform(105, 115)
     img[(rho > 0.90) & (rho <= 1.0)] = rng.uniform(180, 195)
     for side in (-1, 1):  # lungs
         lu, lv = cu + side * rng.uniform(0.17, 0.22), cv + rng.uniform(-0.08, 0.0)
-        la, lb = rng.uniform(0.10, 0.14), rng.uniform(0.17, 0.22)
+        la, lb = rng.uniform(0.11, 0.13), rng.uniform(0.18, 0.21)
         img[((u - lu) / la) ** 2 + ((v - lv) / lb) ** 2 <= 1.0] = rng.uniform(25, 45)
     sr = rng.uniform(0.05, 0.07)  # vertebral body
     img[(u - cu) ** 2 + (v - cv - 0.27) ** 2 <= sr ** 2] = rng.uniform(170, 190)
@@ -106,7 +106,7 @@ def _mri(rng: np.random.RandomState, size: int) -> np.ndarray:
 def _xray(rng: np.random.RandomState, size: int) -> np.ndarray:
     """Projection film: dark graded background over the whole frame, bright vertical bone-like bars."""
     u, v = _grid(size)
-    img = rng.uniform(50, 58) + rng.uniform(15, 25) * (v + 0.5) - 25 * (u ** 2 + v ** 2)
+    img = rng.uniform(84, 90) + rng.uniform(15, 25) * (v + 0.5) - 25 * (u ** 2 + v ** 2)
     centres = np.sort(rng.uniform(-0.42, 0.42, 3))
     for xc in centres:
         half_w = rng.uniform(0.04, 0.05)
