@@ -1,0 +1,70 @@
+"""Arguments as dataclasses (parsed by HfArgumentParser; a YAML/JSON recipe file may hold them) and the stage presets.
+
+A stage is data: which modules train, with which adapter and learning rates. `--stage 1|2` picks a preset;
+any field given explicitly on the command line or in the recipe wins over the preset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# What each stage trains. Values are defaults; explicit arguments override them.
+STAGE_PRESETS: dict[int, dict] = {
+    # Stage 1, concept alignment: LoRA on the visual merger, ViT and LLM frozen, caption data.
+    1: {"train_merger": "lora", "lora_targets": "", "merger_lr": 2e-4, "llm_lr": None},
+    # Stage 2, instruction SFT: LoRA on the LLM's attention + FFN, starting from the Stage-1-merged checkpoint.
+    2: {"train_merger": "frozen", "lora_targets": "attn,ffn", "merger_lr": None, "llm_lr": 1e-4},
+}
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "checkpoint dir or hub id (Stage 2: the Stage-1-merged dir)"})
+    family: str = field(default="auto", metadata={"help": "qwen2_vl | qwen2_5_vl | qwen3_vl | auto (from config)"})
+    dtype: str = field(default="auto", metadata={"help": "auto | bfloat16 | float16 | float32"})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa | eager | flash_attention_2"})
+    min_pixels: int | None = field(default=None, metadata={"help": "image resize lower bound (pixels); same in eval"})
+    max_pixels: int | None = field(default=None, metadata={"help": "image resize upper bound (pixels); same in eval"})
+    trust_remote_code: bool = field(default=False)
+
+
+@dataclass
+class DataArguments:
+    train_data: str = field(metadata={"help": "records (.json/.jsonl); comma-separate several files"})
+    eval_data: str | None = field(default=None, metadata={"help": "validation records (eval loss + generation metrics)"})
+    image_root: str | None = field(default=None, metadata={"help": "base dir for relative image paths"})
+    max_len: int = field(default=2048, metadata={"help": "max tokens per sample (image tokens included)"})
+    truncation: str = field(default="reject", metadata={"help": "reject | text_tail (never cuts image tokens)"})
+    system_prompt: str | None = field(default=None, metadata={"help": "custom system prompt; default: the model's"})
+    skip_validation: bool = field(default=False, metadata={"help": "skip the pre-training validation pass"})
+    gen_eval_samples: int = field(default=64, metadata={"help": "validation subset size for generation metrics (0: off)"})
+    gen_max_new_tokens: int = field(default=32)
+
+
+@dataclass
+class StageArguments:
+    stage: int = field(default=2, metadata={"help": "1: merger LoRA (alignment) | 2: LLM LoRA (instruction SFT)"})
+    train_merger: str | None = field(default=None, metadata={"help": "frozen | lora | full"})
+    lora_targets: str | None = field(default=None, metadata={"help": "LLM LoRA targets: 'attn', 'ffn', 'attn,ffn' or ''"})
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    merger_lr: float | None = field(default=None, metadata={"help": "LR of merger params (default: learning_rate)"})
+    llm_lr: float | None = field(default=None, metadata={"help": "LR of LLM LoRA params (default: learning_rate)"})
+    vision_lr: float | None = field(default=None, metadata={"help": "LR of vision-tower params, if any train"})
+    resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in output_dir"})
+    tensorboard_dir: str | None = field(default=None, metadata={"help": "default: <output_dir>/tensorboard"})
+
+    def apply_preset(self) -> "StageArguments":
+        """Fill every field left at None from the stage's preset."""
+        if self.stage not in STAGE_PRESETS:
+            raise ValueError(f"--stage must be one of {sorted(STAGE_PRESETS)}, got {self.stage}")
+        for k, v in STAGE_PRESETS[self.stage].items():
+            if getattr(self, k) is None:
+                setattr(self, k, v)
+        if self.train_merger not in ("frozen", "lora", "full"):
+            raise ValueError(f"--train_merger must be frozen|lora|full, got {self.train_merger!r}")
+        return self
+
+    @property
+    def llm_targets(self) -> list[str]:
+        return [t.strip() for t in (self.lora_targets or "").split(",") if t.strip()]

@@ -1,0 +1,177 @@
+"""Fine-tune a Qwen-VL model: one entry point, the stage is a config.
+
+    # Stage 1: LoRA on the visual merger, caption data
+    python -m train.finetune --stage 1 --model_name_or_path Qwen/Qwen2-VL-2B-Instruct \
+        --train_data captions.json --output_dir out/stage1 --bf16
+    # merge Stage 1 into the base (Stage 2 trains on top of it)
+    python -m train.merge_lora --base Qwen/Qwen2-VL-2B-Instruct --adapter out/stage1 --out out/stage1_merged
+    # Stage 2: LoRA on the LLM's attention + FFN, instruction data, validation every eval_steps
+    python -m train.finetune --stage 2 --model_name_or_path out/stage1_merged --train_data train.json \
+        --eval_data val.json --eval_strategy steps --eval_steps 200 --output_dir out/stage2 --bf16
+    # any of the above from a recipe file:  python -m train.finetune recipe.yaml
+    # multi-GPU: torchrun --nproc_per_node 4 -m train.finetune ... --deepspeed ds_configs/zero2.json
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import DataArguments, ModelArguments, StageArguments
+
+log = logging.getLogger("train.finetune")
+
+
+def parse_args(argv=None):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        margs, dargs, sargs, targs = parser.parse_yaml_file(argv[0])
+    elif len(argv) == 1 and argv[0].endswith(".json"):
+        margs, dargs, sargs, targs = parser.parse_json_file(argv[0])
+    else:
+        margs, dargs, sargs, targs = parser.parse_args_into_dataclasses(argv)
+    sargs.apply_preset()
+    targs.remove_unused_columns = False  # our collator consumes whole records
+    targs.label_names = ["labels"]       # PEFT hides forward's signature; without this no eval loss
+    if targs.gradient_checkpointing and not targs.gradient_checkpointing_kwargs:
+        targs.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    return margs, dargs, sargs, targs
+
+
+def _zero_stage(targs) -> int:
+    cfg = targs.deepspeed
+    if not cfg:
+        return 0
+    if isinstance(cfg, str):
+        cfg = json.loads(Path(cfg).read_text())
+    return int(cfg.get("zero_optimization", {}).get("stage", 0))
+
+
+def _dtype(margs, targs):
+    if margs.dtype != "auto":
+        return margs.dtype
+    return "bfloat16" if targs.bf16 else "float16" if targs.fp16 else "float32"
+
+
+def _write_summary(path: Path, summary: dict) -> None:
+    from data_process.io import write_json
+    write_json(path, summary)
+
+
+def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs) -> dict:
+    import torch
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from data_process.validate import validate_records
+    from .adapters import apply_stage, trainable_summary
+    from .collator import VLCollator
+    from .data import VLDataset, load_records
+    from .loader import load_model_and_processor
+    from .preprocess import DEFAULT_SYSTEM
+    from .trainer import VLTrainer
+    from .validation import GenerationValidator
+
+    out = Path(targs.output_dir)
+    os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(out / "tensorboard")
+    if _zero_stage(targs) == 3:
+        import deepspeed  # ZeRO-3 partitions at load time: the process group must exist first
+        deepspeed.init_distributed(dist_backend="gloo" if targs.use_cpu else "nccl")
+    rank0 = targs.process_index == 0
+
+    model, processor, family = load_model_and_processor(
+        margs.model_name_or_path, family=margs.family, dtype=_dtype(margs, targs),
+        attn_implementation=margs.attn_implementation, trust_remote_code=margs.trust_remote_code,
+        min_pixels=margs.min_pixels, max_pixels=margs.max_pixels, max_len=dargs.max_len,
+        image_root=dargs.image_root, truncation=dargs.truncation,
+        system_prompt=DEFAULT_SYSTEM if dargs.system_prompt is None else dargs.system_prompt)
+
+    # Validation pass before any step: bad samples are named in the report, never met at step N.
+    reports = {}
+    splits = {"train": load_records(dargs.train_data)}
+    if dargs.eval_data:
+        splits["eval"] = load_records(dargs.eval_data)
+    for name in list(splits):
+        if dargs.skip_validation:
+            continue
+        splits[name], rep = validate_records(splits[name], processor, progress=rank0)
+        reports[name] = rep.as_dict()
+        if rank0:
+            log.info("%s data: %s", name, rep.summary())
+        if not splits[name]:
+            raise ValueError(f"no valid {name} records left after validation: {rep.summary()}")
+
+    model = apply_stage(model, family, sargs)
+    if targs.gradient_checkpointing:
+        model.config.use_cache = False
+    train_ds = VLDataset(splits["train"], processor)
+    eval_ds = VLDataset(splits["eval"], processor) if "eval" in splits else None
+    validator = None
+    if eval_ds is not None and dargs.gen_eval_samples > 0:
+        gen_recs = [r for r in splits["eval"] if (r.get("meta") or {}).get("task") != "grounding"]
+        validator = GenerationValidator(processor, gen_recs[: dargs.gen_eval_samples], dargs.gen_max_new_tokens,
+                                        batch_size=targs.per_device_eval_batch_size)
+
+    group_lrs = {"merger": sargs.merger_lr, "llm": sargs.llm_lr, "vision": sargs.vision_lr}
+    lr_check: dict = {}
+
+    class GroupLRCheck(TrainerCallback):
+        """At step 0, read the LRs back from the optimizer that steps (DeepSpeed's too) and assert them."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            got, want = trainer.optimizer_group_lrs(), trainer.expected_group_lrs()
+            lr_check.update(actual=got, expected={g: want.get(g, args.learning_rate) for g in got})
+            bad = {g: (lr, lr_check["expected"][g]) for g, lr in got.items() if abs(lr - lr_check["expected"][g]) > 1e-12}
+            if bad:
+                raise RuntimeError(f"optimizer learning rates differ from the stage config: {bad}")
+
+    trainer = VLTrainer(
+        model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=VLCollator(processor.pad_token_id, processor.image_token_id),
+        processing_class=processor.tokenizer, family=family, group_lrs=group_lrs, validator=validator,
+        callbacks=[GroupLRCheck()])
+
+    resume = None
+    if sargs.resume and out.is_dir():
+        resume = get_last_checkpoint(str(out))
+        if rank0:
+            log.info("resuming from %s", resume or "scratch (no checkpoint found)")
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out))  # adapter (+ any fully trained modules) in safetensors
+    final_eval = trainer.evaluate() if eval_ds is not None else {}
+    summary = {
+        "stage": sargs.stage, "family": family.name, "base": margs.model_name_or_path,
+        "train_seconds": round(time.time() - t0, 2), "train_metrics": result.metrics, "final_eval": final_eval,
+        "optimizer_lrs": lr_check, "trainable": trainable_summary(model), "validation_reports": reports,
+        "failed_at_train_time": train_ds.failed, "resumed_from": resume,
+        "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs)},
+        "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"],
+    }
+    if trainer.is_world_process_zero():
+        processor.tokenizer.save_pretrained(out)
+        processor.image_processor.save_pretrained(out)
+        _write_summary(out / "run_summary.json", summary)
+        (out / "STAGE_DONE").write_text(f"stage {sargs.stage}\n")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return summary
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    margs, dargs, sargs, targs = parse_args(argv)
+    summary = run(margs, dargs, sargs, targs)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"stage {sargs.stage} done: adapter in {targs.output_dir}, TensorBoard logs in {summary['tensorboard_dir']}")
+
+
+if __name__ == "__main__":
+    main()

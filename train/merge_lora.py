@@ -1,0 +1,104 @@
+"""Merge a LoRA adapter into its base and prove the merged model computes what the adapter model computes.
+
+The merged checkpoint is saved with save_pretrained, reloaded from disk through the product loader (no
+strict=False anywhere), and its logits on a probe sample compared with the adapter model's.
+
+    python -m train.merge_lora --base BASE --adapter out/stage1 --out out/stage1_merged [--probe_data val.json]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
+
+
+def _probe_batch(processor, probe_records: list[dict] | None):
+    """One or two real records if given, else a generated image + question (deterministic)."""
+    from PIL import Image
+    import numpy as np
+    import tempfile
+
+    from .collator import VLCollator
+
+    if not probe_records:
+        tmp = Path(tempfile.mkdtemp()) / "probe.png"
+        arr = (np.random.RandomState(0).rand(96, 128, 3) * 255).astype("uint8")
+        Image.fromarray(arr).save(tmp)
+        probe_records = [{"id": "probe", "image": str(tmp), "conversations": [
+            {"from": "human", "value": "<image>\nIs there a lesion?"}, {"from": "gpt", "value": "yes"}], "meta": {}}]
+    encoded = [processor.encode(r, train=True) for r in probe_records[:2]]
+    return VLCollator(processor.pad_token_id, processor.image_token_id)(encoded)
+
+
+@torch.no_grad()
+def _logits(model, batch):
+    model.eval()
+    b = {k: v.to(next(model.parameters()).device) for k, v in batch.items() if k != "labels"}
+    return model(**b).logits.float()
+
+
+def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = None, dtype: str = "float32",
+          atol: float = 1e-4) -> dict:
+    from peft import PeftModel
+
+    from .loader import load_model_and_processor
+
+    model, processor, family = load_model_and_processor(base, dtype=dtype)
+    peft_model = PeftModel.from_pretrained(model, adapter)
+    batch = _probe_batch(processor, probe_records)
+    ref = _logits(peft_model, batch)
+    merged = peft_model.merge_and_unload()
+    in_memory = (_logits(merged, batch) - ref).abs().max().item()
+    out_dir = Path(out)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    merged.save_pretrained(tmp)
+    src = Path(adapter) if (Path(adapter) / "tokenizer_config.json").exists() else Path(base)
+    for name in PROCESSOR_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, tmp / name)
+    if not (tmp / "tokenizer_config.json").exists():  # hub base: write the processor parts we loaded
+        processor.tokenizer.save_pretrained(tmp)
+        processor.image_processor.save_pretrained(tmp)
+    reloaded, _, _ = load_model_and_processor(str(tmp), dtype=dtype)
+    from_disk = (_logits(reloaded, batch) - ref).abs().max().item()
+    report = {"base": base, "adapter": adapter, "out": str(out_dir), "family": family.name,
+              "max_abs_diff_in_memory": in_memory, "max_abs_diff_reloaded": from_disk, "atol": atol,
+              "logit_scale": ref.abs().max().item()}
+    if not (in_memory <= atol and from_disk <= atol):
+        shutil.rmtree(tmp)
+        raise RuntimeError(f"merged model differs from the adapter model: {report}")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)  # only a verified merge appears under the final name
+    from data_process.io import write_json
+    write_json(out_dir / "merge_report.json", report)
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", required=True, help="base checkpoint dir or hub id the adapter was trained on")
+    p.add_argument("--adapter", required=True, help="adapter dir (train.finetune output)")
+    p.add_argument("--out", required=True, help="merged checkpoint dir")
+    p.add_argument("--probe_data", default=None, help="records to compare logits on (default: a generated image)")
+    p.add_argument("--dtype", default="float32", help="float32 verifies tightly; bfloat16 halves the size on disk")
+    p.add_argument("--atol", type=float, default=None, help="max |logit diff| (default 1e-4 fp32, 5e-2 bf16/fp16)")
+    a = p.parse_args(argv)
+    probe = None
+    if a.probe_data:
+        from data_process.io import read_records
+        probe = read_records(a.probe_data)
+    atol = a.atol if a.atol is not None else (1e-4 if a.dtype == "float32" else 5e-2)
+    rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol)
+    print(f"merged and verified: {rep['out']} (max |logit diff| {rep['max_abs_diff_reloaded']:.2e} <= {atol})")
+
+
+if __name__ == "__main__":
+    main()

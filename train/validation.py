@@ -1,0 +1,79 @@
+"""Greedy-generation metrics on a fixed validation subset, sharded across all ranks and gathered.
+
+Every rank generates (never rank 0 alone: that hangs multi-GPU runs); each takes records[rank::world], padded
+to the same count so ZeRO-3's collective forward passes line up, with `synced_gpus` under ZeRO-3.
+"""
+from __future__ import annotations
+
+import torch
+
+from .collator import VLCollator
+from .preprocess import VLProcessor
+
+
+def _dist():
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def generation_scores(preds: list[str], refs: list[str], answer_types: list[str]) -> dict[str, float]:
+    """Exact match, closed-ended accuracy and token F1 (the eval suite's own metric functions)."""
+    from eval.metrics.closed import closed_accuracy
+    from eval.metrics.text import exact_match, mean, word_f1
+
+    out = {"exact_match": mean(exact_match(preds, refs)), "token_f1": mean(word_f1(preds, refs))}
+    closed = [i for i, t in enumerate(answer_types) if t == "closed"]
+    if closed:
+        out["closed_accuracy"] = mean(closed_accuracy([preds[i] for i in closed], [refs[i] for i in closed]))
+    return out
+
+
+@torch.no_grad()
+def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_size: int, max_new_tokens: int,
+                    synced_gpus: bool = False) -> list[str]:
+    """Left-padded batched greedy decoding; returns the decoded answers in record order."""
+    collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
+    device = next(model.parameters()).device
+    outs: list[str] = []
+    for i in range(0, len(records), batch_size):
+        batch = collate([processor.encode(r, train=False) for r in records[i:i + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=processor.pad_token_id, synced_gpus=synced_gpus)
+        new = gen[:, batch["input_ids"].shape[1]:]
+        outs += [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return outs
+
+
+class GenerationValidator:
+    def __init__(self, processor: VLProcessor, records: list[dict], max_new_tokens: int = 32, batch_size: int = 8):
+        self.processor, self.records = processor, records
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+
+    def run(self, model, args) -> dict[str, float]:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        rank, world = _dist()
+        idx = list(range(rank, len(self.records), world))
+        per_rank = -(-len(self.records) // world)
+        padded = idx + [idx[-1] if idx else 0] * (per_rank - len(idx))  # equal work on every rank
+        was_training = model.training
+        model.eval()
+        try:
+            preds = greedy_generate(model, self.processor, [self.records[i] for i in padded], self.batch_size,
+                                    self.max_new_tokens, synced_gpus=is_deepspeed_zero3_enabled() and world > 1)
+        finally:
+            model.train(was_training)
+        mine = list(zip(padded[:len(idx)], preds[:len(idx)]))
+        if world > 1:
+            gathered: list = [None] * world
+            torch.distributed.all_gather_object(gathered, mine)
+            mine = [x for part in gathered for x in part]
+        by_idx = dict(mine)
+        order = sorted(by_idx)
+        assert order == list(range(len(self.records))), "validation shards lost samples"
+        preds = [by_idx[i] for i in order]
+        refs = [r["conversations"][-1]["value"] for r in self.records]
+        types = [(r.get("meta") or {}).get("answer_type", "open") for r in self.records]
+        return generation_scores(preds, refs, types)
