@@ -82,7 +82,7 @@ def _config(family: str, tok, hidden: int, layers: int):
                 num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
                 rope_theta=10000.0, rope_scaling=dict(rope, type="mrope"), rope_parameters=dict(rope, rope_theta=10000.0),
                 tie_word_embeddings=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                bos_token_id=None)
+                bos_token_id=None, initializer_range=0.1)  # wider init: a frozen random lm_head can still separate tokens
     if family == "qwen2_vl":
         from transformers import Qwen2VLConfig
         vision = dict(depth=2, embed_dim=32, hidden_size=hidden, num_heads=2, mlp_ratio=2, patch_size=14,

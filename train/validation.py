@@ -20,7 +20,7 @@ def _dist():
 def generation_scores(preds: list[str], refs: list[str], answer_types: list[str]) -> dict[str, float]:
     """Exact match, closed-ended accuracy and token F1 (the eval suite's own metric functions)."""
     from eval.metrics.closed import closed_accuracy
-    from eval.metrics.text import exact_match, mean, word_f1
+    from eval.metrics.text import average as mean, exact_match, word_f1
 
     out = {"exact_match": mean(exact_match(preds, refs)), "token_f1": mean(word_f1(preds, refs))}
     closed = [i for i, t in enumerate(answer_types) if t == "closed"]
