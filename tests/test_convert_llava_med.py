@@ -92,6 +92,8 @@ def test_kind_needed_when_the_name_does_not_say(tmp_path, images):
         llava_med.convert(src, images)
     records, _ = llava_med.convert(src, images, kind="alignment", split="val", show_progress=False)
     assert records[0]["meta"]["kind"] == "alignment" and records[0]["meta"]["split"] == "val"
+    with pytest.raises(DataError, match="not found"):
+        llava_med.convert(tmp_path / "llava_med_instruct_10k.json", images)
     (tmp_path / "llava_med_instruct_60k.json").write_text('{"id": "x"}')
     with pytest.raises(DataError, match="expected a JSON list"):
         llava_med.convert(tmp_path / "llava_med_instruct_60k.json", images)

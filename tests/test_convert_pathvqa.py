@@ -80,14 +80,15 @@ def test_parquet_export(export):
 def test_jsonl_export_and_split(tmp_path):
     b64 = base64.b64encode(image_bytes()).decode()
     rows = [{"image": {"bytes": b64, "path": None}, "question": "Is it malignant?", "answer": "no"},
-            {"image": "nowhere.png", "question": "What is it?", "answer": "a cyst"}]
+            {"image": "nowhere.png", "question": "What is it?", "answer": "a cyst"},
+            {"image": 12, "question": "What is it?", "answer": "a cyst"}]
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match="split"):
         pathvqa.convert(src, tmp_path / "img", image_root=tmp_path, show_progress=False)
     records, report = pathvqa.convert(src, tmp_path / "img", image_root=tmp_path, split="train", show_progress=False)
     assert [r["id"] for r in records] == ["pathvqa-train-0"]
-    assert report["rejected"] == {"image_not_found": ["pathvqa-train-1"]}
+    assert report["rejected"] == {"image_not_found": ["pathvqa-train-1"], "unsupported_image_value": ["pathvqa-train-2"]}
 
 
 def test_fatal_input_problems(tmp_path):

@@ -120,6 +120,9 @@ def test_bad_rows_rejected_and_fatal_problems_raise(mini):
         slake.convert(tmp / "validate.json", imgs, show_progress=False)
     with pytest.raises(DataError, match="not found"):
         slake.convert(tmp / "missing.json", imgs)
+    (tmp / "test.json").write_text('[{"qid": 1}')
+    with pytest.raises(DataError, match="test.json: malformed JSON"):
+        slake.convert(tmp / "test.json", imgs)
     with pytest.raises(DataError, match="--lang"):
         slake.convert(tmp / "validate.json", imgs, lang="de")
 

@@ -1,0 +1,158 @@
+"""Evaluation inputs from converted records: `test.json` (the records of one split), `type_mapping.json` and
+`categories.json`.
+
+    python -m data_process.data_trans --inputs vqa_rad.json slake.json --out_dir eval_data [--split test]
+
+type_mapping.json is a flat lookup `{id: {"answer_type", "closed_type" (closed only), "dataset", <native category>}}`;
+categories.json holds the counts per dataset and category (kept apart so the mapping holds nothing but ids).
+Native categories: VQA-RAD `question_type` (canonical, combinations joined with ", "), SLAKE `content_type`,
+VQA-Med 2019 `category`; other datasets pass their `question_type` when they have one.
+
+Rules of `categorize` (first match wins; the reference answer is the last answer turn, the question the first human
+turn without image tags):
+- answer_type: meta.answer_type when it is "closed"/"open", else closed iff the answer is yes/no.
+- closed_type, closed questions only:
+  1. yes_no    the reference answer normalises to yes/no (case, outer punctuation; SLAKE's Chinese 是/不是/包含/...).
+  2. modality  the native category says modality (VQA-RAD MODALITY, SLAKE Modality, VQA-Med modality), or the question
+               asks for it ("modality", "what kind/type of scan|image|imaging", "imaging technique|method", "weighted"),
+               or the answer is an imaging technique (CT, MRI/MR, X-ray, ultrasound, PET, T1/T2/FLAIR, angiogram...).
+  3. position  the native category says position (VQA-RAD POS, SLAKE Position), or the question asks where / left /
+               right / which side / location / position.
+  4. general   everything else (choice questions about size, plane, organ, sex, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+from .convert_common import normalize_answer, strip_image_tags, yes_no
+from .io import DataError, read_records, write_json
+from .schema import record_problems
+
+NATIVE_KEY = {"vqa_rad": "question_type", "slake": "content_type", "vqa_med2019": "category"}
+_MODALITY_Q = re.compile(r"\bmodalit(y|ies)\b|\b(kind|type|form) of (scan|image|imaging)\b|"
+                         r"\bimaging (technique|method|modality)\b|\bweight(ed|ing)\b|\bwhat scan\b")
+_MODALITY_A = re.compile(r"^(ct|cta|mri?|mra|x-?ray|xr|radiograph\w*|plain film|us|ultrasound|us-d|doppler|pet|"
+                         r"pet-ct|t1|t2|flair|dwi|adc|angiogra\w*|mammogra\w*|fluoroscop\w*|nuclear medicine)\b")
+_POSITION_Q = re.compile(r"\bwhere\b|\bleft\b|\bright\b|\bwhich side\b|\blocat(ion|ed)\b|\bposition\b")
+
+
+def _native_tags(meta: dict) -> set[str]:
+    """Lower-case native category labels of a record (a VQA-RAD combination gives several)."""
+    tags = set(t.lower() for t in meta.get("question_types") or [])
+    for key in ("question_type", "content_type", "category"):
+        value = meta.get(key)
+        if isinstance(value, str):
+            tags |= {t.strip().lower() for t in value.split(",") if t.strip()}
+    return tags
+
+
+def _qa(record: dict) -> tuple[str, str]:
+    turns = record.get("conversations") or []
+    question = next((t["value"] for t in turns if t.get("from") == "human"), "")
+    answer = next((t["value"] for t in reversed(turns) if t.get("from") == "gpt"), "")
+    return strip_image_tags(question)[0], answer
+
+
+def closed_type(question: str, answer: str, native: set[str]) -> str:
+    if yes_no(answer) is not None:
+        return "yes_no"
+    q, a = normalize_answer(question), normalize_answer(answer)
+    if "modality" in native or _MODALITY_Q.search(q) or _MODALITY_A.match(a):
+        return "modality"
+    if native & {"pos", "position"} or _POSITION_Q.search(q):
+        return "position"
+    return "general"
+
+
+def categorize(record: dict) -> dict:
+    """{"answer_type", "closed_type" (closed only), "dataset", native category}: pure, the rules of the module doc."""
+    meta = record.get("meta") or {}
+    question, answer = _qa(record)
+    answer_type = str(meta.get("answer_type") or "").lower()
+    if answer_type not in ("closed", "open"):
+        answer_type = "closed" if yes_no(answer) is not None else "open"
+    dataset = meta.get("dataset") or "unknown"
+    out = {"answer_type": answer_type}
+    if answer_type == "closed":
+        out["closed_type"] = closed_type(question, answer, _native_tags(meta))
+    out["dataset"] = dataset
+    key = NATIVE_KEY.get(dataset, "question_type")
+    if meta.get(key) is not None:
+        out[key] = meta[key]
+    return out
+
+
+def summarize(mapping: dict[str, dict]) -> dict:
+    """Counts per dataset: answer_type, closed_type and the native category."""
+    per: dict[str, dict[str, Counter]] = {}
+    for info in mapping.values():
+        d = per.setdefault(info["dataset"], {})
+        d.setdefault("n", Counter())["records"] += 1
+        for key, value in info.items():
+            if key != "dataset":
+                d.setdefault(key, Counter())[str(value)] += 1
+    datasets = {ds: {"n": c.pop("n")["records"], **{k: dict(v.most_common()) for k, v in c.items()}}
+                for ds, c in sorted(per.items())}
+    totals = {k: dict(Counter(str(i.get(k)) for i in mapping.values() if k in i).most_common())
+              for k in ("answer_type", "closed_type")}
+    return {"total": len(mapping), **totals, "datasets": datasets}
+
+
+def build(inputs: list[str | Path], split: str | None = "test") -> tuple[list[dict], dict, dict]:
+    """(records of the split, type mapping, summary). Malformed records or repeated ids raise DataError."""
+    selected, seen, per_input = [], {}, {}
+    for path in inputs:
+        records = read_records(path)
+        n = 0
+        for i, rec in enumerate(records):
+            problems = record_problems(rec)
+            rid = rec.get("id", f"#{i}") if isinstance(rec, dict) else f"#{i}"
+            if problems:
+                raise DataError(f"{path}: record {rid}: {'; '.join(problems)}")
+            if split is not None and (rec.get("meta") or {}).get("split") != split:
+                continue
+            if rid in seen:
+                raise DataError(f"{path}: record id {rid!r} also in {seen[rid]}; ids must be unique across inputs")
+            seen[rid] = str(path)
+            selected.append(rec)
+            n += 1
+        per_input[str(path)] = {"records": len(records), "selected": n}
+    mapping = {str(r["id"]): categorize(r) for r in selected}
+    summary = {"split": split, "inputs": per_input, **summarize(mapping)}
+    return selected, mapping, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m data_process.data_trans", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inputs", nargs="+", required=True, metavar="RECORDS.json", help="converted records (.json/.jsonl)")
+    p.add_argument("--out_dir", required=True, metavar="DIR")
+    p.add_argument("--split", default="test", help="split to keep (default test; 'all' keeps every record)")
+    p.add_argument("--out_name", default="test.json", help="file name of the selected records (default test.json)")
+    args = p.parse_args(argv)
+    split = None if args.split == "all" else args.split
+    try:
+        records, mapping, summary = build(args.inputs, split)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"error: no record of split {args.split!r} in {args.inputs}", file=sys.stderr)
+        return 2
+    out = Path(args.out_dir)
+    write_json(out / args.out_name, records)
+    write_json(out / "type_mapping.json", mapping)
+    write_json(out / "categories.json", summary)
+    print(f"{len(records)} records of split {args.split} -> {out / args.out_name}")
+    print(f"answer_type {summary['answer_type']}; closed_type {summary['closed_type']}")
+    for ds, c in summary["datasets"].items():
+        print(f"  {ds}: {c['n']} records, {c.get('answer_type')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
