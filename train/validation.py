@@ -31,13 +31,15 @@ def generation_scores(preds: list[str], refs: list[str], answer_types: list[str]
 
 @torch.no_grad()
 def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_size: int, max_new_tokens: int,
-                    synced_gpus: bool = False) -> list[str]:
-    """Left-padded batched greedy decoding; returns the decoded answers in record order."""
+                    synced_gpus: bool = False, encoded: list | None = None) -> list[str]:
+    """Left-padded batched greedy decoding; returns the decoded answers in record order.
+    `encoded`: the records' prompts already encoded (processor.encode(train=False)), to skip re-encoding."""
     collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
     device = next(model.parameters()).device
+    encoded = encoded if encoded is not None else [processor.encode(r, train=False) for r in records]
     outs: list[str] = []
-    for i in range(0, len(records), batch_size):
-        batch = collate([processor.encode(r, train=False) for r in records[i:i + batch_size]])
+    for i in range(0, len(encoded), batch_size):
+        batch = collate(encoded[i:i + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=processor.pad_token_id, synced_gpus=synced_gpus)

@@ -1,0 +1,138 @@
+"""Batched greedy generation for one or more models over test.json -> <out_dir>/<model>/predictions.jsonl.
+
+Greedy by default (reproducible; no sampling temperature), left padding, the same image resizing and chat template
+as training, a real system turn. Appends as it goes and resumes: a rerun skips ids already written, and a line
+cut by a kill is dropped and redone.
+
+    python -m eval.generate --test_data test.json --out_dir result/predictions \
+        --model base=Qwen/Qwen2-VL-2B-Instruct --model stage2=Qwen/Qwen2-VL-2B-Instruct+out/stage1+out/stage2 \
+        [--prompt_mode default|custom --system_prompt_file prompt.txt] [--batch_size 16] [--max_new_tokens 64]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data_process.io import read_records, write_json
+from train.preprocess import DEFAULT_SYSTEM, SampleError
+from train.validation import greedy_generate
+from .model_spec import ModelSpec, load_spec
+
+
+def completed_ids(path: Path) -> set[str]:
+    """Ids already in a predictions file; a trailing partial line (killed mid-write) is cut off."""
+    if not path.exists():
+        return set()
+    done, good_bytes = set(), 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                done.add(str(json.loads(line)["id"]))
+            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+                break
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return done
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def prediction_row(rec: dict, pred: str, enc, prompt_mode: str) -> dict:
+    meta = rec.get("meta") or {}
+    human = [t["value"] for t in rec["conversations"] if t["from"] == "human"]
+    return {"id": str(rec["id"]), "prediction": pred, "reference": rec["conversations"][-1]["value"],
+            "question": human[-1].replace("<image>", "").strip() if human else "",
+            "answer_type": meta.get("answer_type"), "task": meta.get("task", "vqa"), "dataset": meta.get("dataset"),
+            "ref_boxes": meta.get("boxes") or [], "image_size": list(enc.image_sizes[0]) if enc.image_sizes else None,
+            "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode}
+
+
+def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batch_size: int = 8,
+                       max_new_tokens: int = 64, system_prompt=DEFAULT_SYSTEM, prompt_mode: str = "default",
+                       dtype="auto", device: str | None = None, min_pixels=None, max_pixels=None,
+                       sort_by_length: bool = True, progress: bool = True) -> Path:
+    out = out_dir / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    pred_path = out / "predictions.jsonl"
+    done = completed_ids(pred_path)
+    todo = [r for r in records if str(r["id"]) not in done]
+    model, processor, family = load_spec(spec, dtype=dtype, device=device, min_pixels=min_pixels,
+                                         max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
+    info = {"model": spec.name, "checkpoint": spec.checkpoint, "adapters": list(spec.adapters), "family": family.name,
+            "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
+            "prompt_mode": prompt_mode, "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,
+            "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
+            "n_records": len(records), "already_done": len(done)}
+    write_json(out / "run_info.json", info)
+    failed: dict[str, str] = {}
+    encoded = []
+    for r in todo:  # encode once; unreadable samples are reported, not silently skipped
+        try:
+            encoded.append((r, processor.encode(r, train=False)))
+        except SampleError as e:
+            failed[str(r["id"])] = str(e)
+    if sort_by_length:  # similar lengths share a batch: less padding, same answers (batched == one-by-one)
+        encoded.sort(key=lambda x: len(x[1]))
+    t0 = time.time()
+    bar = tqdm(total=len(encoded), desc=f"generate[{spec.name}]", disable=not progress)
+    for i in range(0, len(encoded), batch_size):
+        chunk = encoded[i:i + batch_size]
+        preds = greedy_generate(model, processor, [r for r, _ in chunk], batch_size, max_new_tokens,
+                                encoded=[e for _, e in chunk])
+        _append(pred_path, [prediction_row(r, p, e, prompt_mode) for (r, e), p in zip(chunk, preds)])
+        bar.update(len(chunk))
+    bar.close()
+    info.update(seconds=round(time.time() - t0, 2), generated=len(encoded), failed=failed)
+    write_json(out / "run_info.json", info)
+    if failed:
+        print(f"[{spec.name}] {len(failed)} records could not be encoded (listed in run_info.json)")
+    del model
+    return pred_path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="name=CHECKPOINT[+ADAPTER...] (repeatable)")
+    p.add_argument("--test_data", required=True)
+    p.add_argument("--out_dir", default="result/predictions")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_new_tokens", type=int, default=64)
+    p.add_argument("--prompt_mode", choices=["default", "custom"], default="default",
+                   help="default: the model's own system prompt; custom: --system_prompt_file")
+    p.add_argument("--system_prompt_file", default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
+    p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
+    p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
+    a = p.parse_args(argv)
+    system = DEFAULT_SYSTEM
+    if a.prompt_mode == "custom":
+        if not a.system_prompt_file:
+            p.error("--prompt_mode custom needs --system_prompt_file")
+        system = Path(a.system_prompt_file).read_text().strip()
+    records = read_records(a.test_data)[: a.limit]
+    for text in a.model:
+        spec = ModelSpec.parse(text)
+        path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,
+                                  a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels)
+        print(f"[{spec.name}] predictions: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Model specs for evaluation: `name=CHECKPOINT[+ADAPTER[+ADAPTER...]]`.
+
+    base=Qwen/Qwen2-VL-2B-Instruct                       the base model
+    stage1=Qwen/Qwen2-VL-2B-Instruct+out/stage1          base + Stage-1 adapter
+    stage2=Qwen/Qwen2-VL-2B-Instruct+out/stage1+out/stage2   base + Stage-1 + Stage-2 adapters (each merged in order)
+    merged=out/stage2_merged                             a merged checkpoint
+
+Adapters are merged one after another, exactly as training stacked them (Stage 2 trains on the Stage-1-merged model).
+The processor (image resizing, chat template) comes from the last adapter dir that has one, else the checkpoint:
+evaluation resizes images exactly as the run that produced the adapter did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    checkpoint: str
+    adapters: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        if "=" not in text:
+            raise ValueError(f"model spec {text!r} must look like name=CHECKPOINT[+ADAPTER...]")
+        name, rest = text.split("=", 1)
+        parts = [p.strip() for p in rest.split("+") if p.strip()]
+        if not name.strip() or not parts:
+            raise ValueError(f"model spec {text!r} must look like name=CHECKPOINT[+ADAPTER...]")
+        for a in parts[1:]:
+            if not (Path(a) / "adapter_config.json").exists():
+                raise ValueError(f"model spec {name}: {a} is not an adapter dir (no adapter_config.json)")
+        return cls(name.strip(), parts[0], tuple(parts[1:]))
+
+    @property
+    def processor_source(self) -> str:
+        for a in reversed(self.adapters):
+            if (Path(a) / "preprocessor_config.json").exists() and (Path(a) / "tokenizer_config.json").exists():
+                return a
+        return self.checkpoint
+
+
+def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, **processor_kw):
+    """(model in eval mode, VLProcessor, family) for a spec; adapters merged in order."""
+    from peft import PeftModel
+
+    from train.loader import load_model_and_processor, load_processor
+
+    model, processor, family = load_model_and_processor(spec.checkpoint, dtype=dtype, **processor_kw)
+    for a in spec.adapters:
+        model = PeftModel.from_pretrained(model, a).merge_and_unload()
+    if spec.processor_source != spec.checkpoint:
+        pix = {k: processor_kw[k] for k in ("min_pixels", "max_pixels") if processor_kw.get(k) is not None}
+        rest = {k: v for k, v in processor_kw.items() if k not in ("min_pixels", "max_pixels")}
+        processor = load_processor(spec.processor_source, family, **pix, **rest)
+    if device:
+        model = model.to(device)
+    return model.eval(), processor, family

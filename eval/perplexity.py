@@ -1,0 +1,114 @@
+"""Corpus perplexity of the reference answers given the same prompt as generation.
+
+PPL = exp(sum of answer-token NLL / number of answer tokens), logits in fp32: never a mean of per-sample
+perplexities (one outlier dominates that) and never bf16 log-softmax.
+
+    python -m eval.perplexity --model stage2=BASE+out/stage1+out/stage2 --test_data test.json \
+        --out_dir result/predictions [--type_mapping type_mapping.json] [--batch_size 8]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data_process.io import read_json, read_records, write_json
+from train.collator import VLCollator
+from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX, SampleError
+from .model_spec import ModelSpec, load_spec
+
+
+@torch.no_grad()
+def answer_nll(model, batch: dict) -> tuple[list[float], list[int]]:
+    """Per-sample (sum of NLL over label tokens, number of label tokens), computed in fp32."""
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    target = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
+    mask = target != IGNORE_INDEX
+    return (nll * mask).sum(1).double().tolist(), mask.sum(1).tolist()
+
+
+def corpus_ppl(nll_sums: list[float], counts: list[int]) -> dict:
+    tokens = int(sum(counts))
+    if tokens == 0:
+        raise ValueError("perplexity needs at least one answer token")
+    total = float(sum(nll_sums))
+    return {"ppl": math.exp(total / tokens), "nll_sum": total, "tokens": tokens, "n": len(counts)}
+
+
+def category_keys(entry: dict | None) -> list[str]:
+    """The categories a type_mapping entry falls in (the same names as the metric tables)."""
+    if not entry:
+        return []
+    keys = []
+    at = entry.get("answer_type")
+    if at:
+        keys.append(at)
+        if at == "closed" and entry.get("closed_type"):
+            keys.append(f"closed/{entry['closed_type']}")
+    return keys
+
+
+def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, type_mapping: dict | None = None,
+                         batch_size: int = 8, dtype="auto", device: str | None = None, system_prompt=DEFAULT_SYSTEM,
+                         progress: bool = True) -> dict:
+    model, processor, _ = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9)
+    collate = VLCollator(processor.pad_token_id, processor.image_token_id)
+    dev = next(model.parameters()).device
+    scored, failed = [], {}
+    for r in records:
+        if (r.get("meta") or {}).get("task") == "grounding":
+            continue  # box answers are scored by grounding metrics, not by PPL of their text
+        try:
+            scored.append((str(r["id"]), processor.encode(r, train=True)))
+        except SampleError as e:
+            failed[str(r["id"])] = str(e)
+    scored.sort(key=lambda x: len(x[1]))
+    per_sample: dict[str, dict] = {}
+    for i in tqdm(range(0, len(scored), batch_size), desc=f"perplexity[{spec.name}]", disable=not progress):
+        chunk = scored[i:i + batch_size]
+        batch = {k: v.to(dev) for k, v in collate([e for _, e in chunk]).items()}
+        sums, counts = answer_nll(model, batch)
+        for (rid, _), s, c in zip(chunk, sums, counts):
+            per_sample[rid] = {"nll_sum": s, "tokens": int(c)}
+    ids = list(per_sample)
+    result = {"model": spec.name, "overall": corpus_ppl([per_sample[i]["nll_sum"] for i in ids],
+                                                        [per_sample[i]["tokens"] for i in ids]),
+              "by_category": {}, "failed": failed, "per_sample": per_sample}
+    if type_mapping:
+        groups: dict[str, list[str]] = {}
+        for rid in ids:
+            for key in category_keys(type_mapping.get(rid)):
+                groups.setdefault(key, []).append(rid)
+        result["by_category"] = {k: corpus_ppl([per_sample[i]["nll_sum"] for i in v], [per_sample[i]["tokens"] for i in v])
+                                 for k, v in sorted(groups.items())}
+    out = out_dir / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "perplexity.json", result)
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="name=CHECKPOINT[+ADAPTER...] (repeatable)")
+    p.add_argument("--test_data", required=True)
+    p.add_argument("--out_dir", default="result/predictions")
+    p.add_argument("--type_mapping", default=None)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args(argv)
+    records = read_records(a.test_data)
+    tm = read_json(a.type_mapping) if a.type_mapping else None
+    for text in a.model:
+        res = perplexity_for_model(ModelSpec.parse(text), records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device)
+        o = res["overall"]
+        print(f"[{res['model']}] perplexity {o['ppl']:.3f} over {o['tokens']} answer tokens ({o['n']} answers)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Evaluation generation and perplexity on tiny models: batched == one-by-one, resume after a kill, fp32 corpus PPL."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data_process.io import write_json
+from eval.generate import completed_ids, generate_for_model
+from eval.model_spec import ModelSpec
+from eval.perplexity import perplexity_for_model
+from tests.conftest import FAMILIES, qa_record, write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mixed_records(tmp_path, n=7):
+    sizes = [(64, 64), (120, 80), (90, 150), (200, 60), (56, 112), (100, 100), (77, 131)]
+    qs = ["Is there a lesion?", "What is the imaging modality of this scan, and is it a CT or an MRI?", "Where?",
+          "Describe the finding in detail, please, including position and size.", "Left or right?", "Organ?",
+          "Is this a normal study without any abnormality at all?"]
+    return [qa_record(f"r{i}", write_image(tmp_path / f"i{i}.png", size=sizes[i % 7], seed=i), qs[i % 7],
+                      "yes" if i % 2 else "no", answer_type="closed") for i in range(n)]
+
+
+def _preds(path):
+    return {json.loads(l)["id"]: json.loads(l)["prediction"] for l in open(path)}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_greedy_equals_one_at_a_time(family, tiny_models, tmp_path):
+    recs = _mixed_records(tmp_path)
+    spec = ModelSpec.parse(f"tiny={tiny_models[family]}")
+    batched = generate_for_model(spec, recs, tmp_path / "b", batch_size=4, max_new_tokens=8, dtype="float32", progress=False)
+    single = generate_for_model(spec, recs, tmp_path / "s", batch_size=1, max_new_tokens=8, dtype="float32", progress=False)
+    a, b = _preds(batched), _preds(single)
+    assert len(a) == len(recs) and a == b
+    assert any(v for v in a.values()), "the model generated nothing at all"
+
+
+def test_kill_halfway_then_rerun_gives_each_id_once(tiny_models, tmp_path):
+    recs = _mixed_records(tmp_path, n=7)
+    write_json(tmp_path / "test.json", recs)
+    cmd = [sys.executable, "-m", "eval.generate", "--model", f"m={tiny_models['qwen2_vl']}", "--test_data",
+           str(tmp_path / "test.json"), "--out_dir", str(tmp_path / "out"), "--batch_size", "2", "--max_new_tokens", "4",
+           "--dtype", "float32", "--device", "cpu"]
+    # a first run that is "killed" after 3 records: we run with --limit 3, then cut the last line in half
+    subprocess.run(cmd + ["--limit", "3"], cwd=ROOT, check=True, capture_output=True)
+    pred = tmp_path / "out" / "m" / "predictions.jsonl"
+    data = pred.read_bytes()
+    pred.write_bytes(data[: len(data) - 10])  # a kill mid-write leaves a partial last line
+    assert len(completed_ids(pred)) == 2
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    ids = [json.loads(l)["id"] for l in open(pred)]
+    assert sorted(ids) == sorted(r["id"] for r in recs) and len(ids) == len(set(ids))
+    info = json.loads((tmp_path / "out" / "m" / "run_info.json").read_text())
+    assert info["decoding"]["do_sample"] is False and info["already_done"] == 2
+
+
+def test_corpus_perplexity_is_fp32_token_weighted(tiny_models, tmp_path):
+    from train.collator import VLCollator
+    from eval.model_spec import load_spec
+
+    recs = _mixed_records(tmp_path, n=5)
+    recs[1]["conversations"][-1]["value"] = "a much longer reference answer with many tokens in it"
+    spec = ModelSpec.parse(f"m={tiny_models['qwen2_vl']}")
+    tm = {r["id"]: {"answer_type": "closed", "closed_type": "yes_no"} for r in recs}
+    res = perplexity_for_model(spec, recs, tmp_path / "out", tm, batch_size=3, dtype="float32", progress=False)
+    # reference: the model's own mean loss per sample, one at a time, token-weighted
+    model, proc, _ = load_spec(spec, dtype="float32")
+    nll, tok = 0.0, 0
+    for r in recs:
+        enc = proc.encode(r)
+        batch = VLCollator(proc.pad_token_id, proc.image_token_id)([enc])
+        with torch.no_grad():
+            loss = model(**batch).loss.item()
+        n = sum(1 for l in enc.labels[1:] if l != -100)
+        nll, tok = nll + loss * n, tok + n
+    assert res["overall"]["tokens"] == tok
+    assert math.isclose(res["overall"]["ppl"], math.exp(nll / tok), rel_tol=1e-4)
+    mean_of_ppl = sum(math.exp(v["nll_sum"] / v["tokens"]) for v in res["per_sample"].values()) / len(recs)
+    assert not math.isclose(res["overall"]["ppl"], mean_of_ppl, rel_tol=1e-3)  # not the outlier-driven mean
+    assert res["by_category"]["closed/yes_no"]["tokens"] == tok
+    assert (tmp_path / "out" / "m" / "perplexity.json").exists()
+
+
+def test_model_spec_parsing(tmp_path):
+    with pytest.raises(ValueError, match="name=CHECKPOINT"):
+        ModelSpec.parse("just/a/path")
+    with pytest.raises(ValueError, match="not an adapter dir"):
+        ModelSpec.parse(f"x=base+{tmp_path}")
+    assert ModelSpec.parse("base=Qwen/Qwen2-VL-2B-Instruct") == ModelSpec("base", "Qwen/Qwen2-VL-2B-Instruct", ())
