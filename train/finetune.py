@@ -146,7 +146,11 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))  # adapter (+ any fully trained modules) in safetensors
-    final_eval = trainer.evaluate() if eval_ds is not None else {}
+    final_eval = {}
+    if eval_ds is not None:  # reuse the in-loop evaluation of the last step instead of running it twice
+        at_end = [h for h in trainer.state.log_history if h.get("step") == trainer.state.global_step
+                  and any(k.startswith("eval_") for k in h)]
+        final_eval = {k: v for h in at_end for k, v in h.items()} if at_end else trainer.evaluate()
     summary = {
         "stage": sargs.stage, "family": family.name, "base": margs.model_name_or_path,
         "train_seconds": round(time.time() - t0, 2), "train_metrics": result.metrics, "final_eval": final_eval,

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Two-stage LoRA fine-tuning on several GPUs with DeepSpeed ZeRO (2 by default; ZERO=3 or 3_offload for big models).
+#   NUM_GPUS=4 ZERO=2 MODEL=Qwen/Qwen2-VL-7B-Instruct STAGE1_DATA=captions.json TRAIN_DATA=train.json \
+#     EVAL_DATA=val.json OUTPUT_DIR=outputs/qwen2vl7b bash scripts/finetune_lora_mult_gpu.sh
+# Without GPUs the same script runs NUM_GPUS processes on the CPU over gloo (how CI tests the wiring).
+export NUM_GPUS=${NUM_GPUS:-$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' )}
+[ "$NUM_GPUS" -ge 1 ] 2>/dev/null || NUM_GPUS=2
+exec bash "$(dirname "$0")/two_stage.sh" "$@"

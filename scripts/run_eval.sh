@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Generate answers for each model, score perplexity, then write the comparison tables and plots.
+#   MODELS="base=Qwen/Qwen2-VL-2B-Instruct stage2=Qwen/Qwen2-VL-2B-Instruct+outputs/run/stage1+outputs/run/stage2" \
+#   TEST_DATA=eval_data/test.json TYPE_MAPPING=eval_data/type_mapping.json RESULT_DIR=result bash scripts/run_eval.sh
+# Optional: BATCH_SIZE (8), MAX_NEW_TOKENS (64), PROMPT_MODE default|custom + SYSTEM_PROMPT_FILE,
+#           BERTSCORE_MODEL (name or local path) + BERTSCORE_LAYERS, GEN_ARGS / STAT_ARGS (extra flags).
+# Reruns resume: ids already in predictions.jsonl are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${MODELS:?set MODELS to space-separated name=CHECKPOINT[+ADAPTER...] specs}"
+: "${TEST_DATA:?set TEST_DATA (test.json from data_process.data_trans)}"
+: "${TYPE_MAPPING:?set TYPE_MAPPING (type_mapping.json from data_process.data_trans)}"
+RESULT_DIR=${RESULT_DIR:-result}
+PRED_DIR=$RESULT_DIR/predictions
+PY=${PYTHON:-python3}
+model_args=()
+for m in $MODELS; do model_args+=(--model "$m"); done
+prompt_args=(--prompt_mode "${PROMPT_MODE:-default}")
+[ -n "${SYSTEM_PROMPT_FILE:-}" ] && prompt_args+=(--system_prompt_file "$SYSTEM_PROMPT_FILE")
+
+"$PY" -m eval.generate "${model_args[@]}" --test_data "$TEST_DATA" --out_dir "$PRED_DIR" \
+  --batch_size "${BATCH_SIZE:-8}" --max_new_tokens "${MAX_NEW_TOKENS:-64}" "${prompt_args[@]}" ${GEN_ARGS:-}
+"$PY" -m eval.perplexity "${model_args[@]}" --test_data "$TEST_DATA" --type_mapping "$TYPE_MAPPING" \
+  --out_dir "$PRED_DIR" --batch_size "${BATCH_SIZE:-8}"
+stat_args=()
+[ -n "${BERTSCORE_MODEL:-}" ] && stat_args+=(--bertscore_model "$BERTSCORE_MODEL" ${BERTSCORE_LAYERS:+--bertscore_layers "$BERTSCORE_LAYERS"})
+names=(); for m in $MODELS; do names+=("${m%%=*}"); done
+"$PY" result_statistic.py --pred_dir "$PRED_DIR" --type_mapping "$TYPE_MAPPING" --out_dir "$RESULT_DIR" \
+  --models "${names[@]}" "${stat_args[@]}" ${STAT_ARGS:-}
