@@ -1,0 +1,16 @@
+"""Errors raised by the metric library.
+
+Why a dedicated exception: a metric that cannot be computed (no Java, a model that does not load, no WordNet)
+must never turn into a score of 0.0 in a results table (DESIGN.md, pitfalls). Every backend failure is
+re-raised as `MetricUnavailable`, which callers either let propagate (the default) or record explicitly
+under an "unavailable" entry, never as a number.
+"""
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric could not be computed in this environment; `reason` says why and how to fix it."""
+
+    def __init__(self, metric: str, reason: str):
+        self.metric = metric
+        self.reason = reason
+        super().__init__(f"{metric} unavailable: {reason}")
