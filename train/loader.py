@@ -64,7 +64,11 @@ def load_processor_parts(path: str, min_pixels: int | None = None, max_pixels: i
     except (ImportError, ValueError, TypeError, OSError, AttributeError) as e:
         log.info("AutoProcessor unavailable (%s); using tokenizer + image processor (image-only)", type(e).__name__)
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        improc = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            improc = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except ImportError:  # transformers <= 5.17 maps Qwen2VLImageProcessor to its torchvision class only
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+            improc = Qwen2VLImageProcessorPil.from_pretrained(path)
         template = None
     if not getattr(tok, "chat_template", None):
         tok.chat_template = template or _read_chat_template(path)
