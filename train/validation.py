@@ -31,9 +31,11 @@ def generation_scores(preds: list[str], refs: list[str], answer_types: list[str]
 
 @torch.no_grad()
 def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_size: int, max_new_tokens: int,
-                    synced_gpus: bool = False, encoded: list | None = None) -> list[str]:
+                    synced_gpus: bool = False, encoded: list | None = None, return_ids: bool = False,
+                    **generate_kwargs) -> list:
     """Left-padded batched greedy decoding; returns the decoded answers in record order.
-    `encoded`: the records' prompts already encoded (processor.encode(train=False)), to skip re-encoding."""
+    `encoded`: the records' prompts already encoded (processor.encode(train=False)), to skip re-encoding.
+    `return_ids`: the new token ids per record instead of decoded text (benchmarks compare tokens)."""
     collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
     device = next(model.parameters()).device
     encoded = encoded if encoded is not None else [processor.encode(r, train=False) for r in records]
@@ -42,9 +44,12 @@ def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_si
         batch = collate(encoded[i:i + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=processor.pad_token_id, synced_gpus=synced_gpus)
+                             pad_token_id=processor.pad_token_id, synced_gpus=synced_gpus, **generate_kwargs)
         new = gen[:, batch["input_ids"].shape[1]:]
-        outs += [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        if return_ids:
+            outs += new.tolist()
+        else:
+            outs += [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
     return outs
 
 
