@@ -1,0 +1,106 @@
+"""Evaluate every model's predictions and write comparison tables, a metrics JSON and plots.
+
+Reads <pred_dir>/<model>/predictions.jsonl (from `python -m eval.generate`), run_info.json next to it (the model
+family, which decides how boxes are parsed) and perplexity.json when present; categorises questions with
+type_mapping.json (from `python -m data_process.data_trans`). Writes, atomically:
+  <out_dir>/model_comparison_tables.md   one table per category, best per row in bold, CIs, paired tests, notes
+  <out_dir>/model_comparison_tables.txt  the same as plain text (best marked with *)
+  <out_dir>/evaluation_metrics.json      every number, per-sample scores, paired tests
+  <out_dir>/plots/*.png                  bar charts per category group (unless --no_plots)
+
+The first model is the base that the paired tests compare the others with: give the order with --models,
+else the model directories are taken alphabetically with one named "base" first.
+
+A metric that cannot be computed (no Java for METEOR/BLEU/CIDEr, a BERTScore model that does not load) stops
+the run with the reason; --allow_missing_metrics writes the tables anyway and shows the reason in place of
+the number. It is never reported as 0.
+
+examples:
+  python result_statistic.py --pred_dir result/predictions --type_mapping data/type_mapping.json --out_dir result
+  python result_statistic.py --pred_dir result/predictions --type_mapping data/type_mapping.json --out_dir result \\
+      --models base stage1 stage2 --bertscore_model roberta-large
+  python result_statistic.py --pred_dir result/predictions --type_mapping data/type_mapping.json --out_dir result \\
+      --bertscore_model /models/minilm --bertscore_layers 6 --allow_missing_metrics --no_plots
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_process.io import DataError
+from eval.metrics.errors import MetricUnavailable
+
+
+def discover_models(pred_dir: Path, wanted: list[str] | None) -> dict[str, Path]:
+    """{model: predictions.jsonl} in comparison order (the first is the base)."""
+    found = {p.parent.name: p for p in sorted(pred_dir.glob("*/predictions.jsonl"))}
+    if wanted:
+        missing = [m for m in wanted if m not in found]
+        if missing:
+            raise DataError(f"{pred_dir}: no predictions.jsonl for {missing}; found {sorted(found)}")
+        return {m: found[m] for m in wanted}
+    if not found:
+        raise DataError(f"{pred_dir}: no <model>/predictions.jsonl found (run python -m eval.generate first)")
+    names = sorted(found, key=lambda n: (n != "base", n))
+    return {m: found[m] for m in names}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python result_statistic.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pred_dir", required=True, type=Path, help="folder holding <model>/predictions.jsonl")
+    p.add_argument("--type_mapping", required=True, type=Path, help="type_mapping.json from data_process.data_trans")
+    p.add_argument("--out_dir", required=True, type=Path, help="where tables, JSON and plots are written")
+    p.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                   help="model folders to compare, in order; the first is the base of the paired tests")
+    p.add_argument("--family", default=None,
+                   help="model family for box parsing of models whose run_info.json names none (qwen2_vl, "
+                        "qwen2_5_vl, qwen3_vl); never overrides run_info.json")
+    p.add_argument("--bertscore_model", default=None, metavar="PATH_OR_NAME",
+                   help="BERTScore model: a bert-score/hub name or a local directory (offline: a local directory)")
+    p.add_argument("--bertscore_layers", type=int, default=None, metavar="N",
+                   help="hidden layer for BERTScore (needed for models bert-score does not know; default: its "
+                        "tuned value, or the last layer of a local model)")
+    p.add_argument("--allow_missing_metrics", action="store_true",
+                   help="record a metric that cannot be computed with its reason instead of stopping")
+    p.add_argument("--no_plots", action="store_true", help="skip the PNG bar charts")
+    p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and paired tests (default 0)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from eval.evaluate import compare_models, evaluate_models
+    from eval.tables import compact_overall, write_tables
+
+    try:
+        paths = discover_models(args.pred_dir, args.models)
+        print(f"models (first = base): {', '.join(paths)}", file=sys.stderr)
+        results = evaluate_models(paths, args.type_mapping, default_family=args.family,
+                                  bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers,
+                                  allow_missing=args.allow_missing_metrics, n_boot=args.n_boot, seed=args.seed)
+    except ValueError as e:  # DataError (bad input, named sample) or an unknown --family
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except MetricUnavailable as e:
+        print(f"error: {e}\n(pass --allow_missing_metrics to write the tables with this metric marked unavailable)",
+              file=sys.stderr)
+        return 3
+    comparisons = compare_models(results, seed=args.seed) if len(results) > 1 else {}
+    written = write_tables(results, args.out_dir, comparisons)
+    for key in ("md", "txt", "json"):
+        print(f"{key}: {written[key]}")
+    if not args.no_plots:
+        from eval.plots import write_plots
+
+        for path in write_plots(results, args.out_dir / "plots"):
+            print(f"plot: {path}")
+    print()
+    print(compact_overall(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
