@@ -1,0 +1,21 @@
+"""The README's demo end to end: it must pass its learning bar and write the seed's categories."""
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_demo_learns_and_writes_tables(tmp_path):
+    env = dict(os.environ, DEMO_DIR=str(tmp_path / "demo"))
+    r = subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "learning bar (stage 2 >= 0.80 and >= base + 0.30): PASSED" in r.stdout
+    md = (tmp_path / "demo" / "result" / "model_comparison_tables.md").read_text()
+    for cat in ["## closed/yes_no", "## closed/modality", "## closed/position", "## open", "## grounding"]:
+        assert cat in md, cat
+    assert list((tmp_path / "demo" / "run" / "stage2" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "demo" / "result" / "plots").glob("*.png"))
