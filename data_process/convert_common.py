@@ -48,6 +48,17 @@ class Report:
         if detail:
             self.details[str(rid)] = detail
 
+    def row_qid(self, row: Any, where: str) -> str | None:
+        """A row's non-empty qid, or None after rejecting the row (not an object / no qid) under `where`."""
+        if not isinstance(row, dict):
+            self.reject(where, "row_not_an_object")
+            return None
+        qid = str(row.get("qid", "")).strip()
+        if not qid:
+            self.reject(where, "missing_qid")
+            return None
+        return qid
+
     @property
     def n_rejected(self) -> int:
         return sum(len(v) for v in self.rejected.values())

@@ -114,12 +114,8 @@ def convert(inputs, image_root, split: str | None = None, lang: str = "en",
 
 
 def _convert_row(row, where, split, lang, images, ids, boxes, report) -> dict | None:
-    if not isinstance(row, dict):
-        report.reject(where, "row_not_an_object")
-        return None
-    qid = str(row.get("qid", "")).strip()
-    if not qid:
-        report.reject(where, "missing_qid")
+    qid = report.row_qid(row, where)
+    if qid is None:
         return None
     base_id = f"slake-{qid}"
     q_lang = str(row.get("q_lang", "")).strip().lower()

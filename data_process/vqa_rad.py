@@ -64,12 +64,8 @@ def convert(inputs, image_root, split: str | None = None, show_progress: bool = 
 
 
 def _convert_row(row, where, layout, file_split, want, images, ids, report) -> dict | None:
-    if not isinstance(row, dict):
-        report.reject(where, "row_not_an_object")
-        return None
-    qid = str(row.get("qid", "")).strip()
-    if not qid:
-        report.reject(where, "missing_qid")
+    qid = report.row_qid(row, where)
+    if qid is None:
         return None
     base_id = f"vqarad-{qid}" if layout == "osf" else f"vqarad-mevf-{qid}"
     if layout == "osf":

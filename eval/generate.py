@@ -22,7 +22,7 @@ from tqdm import tqdm
 from data_process.io import read_records, write_json
 from train.preprocess import DEFAULT_SYSTEM, SampleError
 from train.validation import greedy_generate
-from .model_spec import ModelSpec, load_spec
+from .model_spec import ModelSpec, add_model_arguments, load_spec
 
 
 def completed_ids(path: Path) -> set[str]:
@@ -107,16 +107,11 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", required=True, help="name=CHECKPOINT[+ADAPTER...] (repeatable)")
-    p.add_argument("--test_data", required=True)
-    p.add_argument("--out_dir", default="result/predictions")
-    p.add_argument("--batch_size", type=int, default=8)
+    add_model_arguments(p)
     p.add_argument("--max_new_tokens", type=int, default=64)
     p.add_argument("--prompt_mode", choices=["default", "custom"], default="default",
                    help="default: the model's own system prompt; custom: --system_prompt_file")
     p.add_argument("--system_prompt_file", default=None)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
     p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")

@@ -58,3 +58,15 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, **proces
     if device:
         model = model.to(device)
     return model.eval(), processor, family
+
+
+def add_model_arguments(p) -> None:
+    """The options every per-model eval entry point shares (generation, perplexity)."""
+    import torch
+
+    p.add_argument("--model", action="append", required=True, help="name=CHECKPOINT[+ADAPTER...] (repeatable)")
+    p.add_argument("--test_data", required=True)
+    p.add_argument("--out_dir", default="result/predictions")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

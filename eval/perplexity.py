@@ -18,7 +18,7 @@ from tqdm import tqdm
 from data_process.io import read_json, read_records, write_json
 from train.collator import VLCollator
 from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX, SampleError
-from .model_spec import ModelSpec, load_spec
+from .model_spec import ModelSpec, add_model_arguments, load_spec
 
 
 @torch.no_grad()
@@ -94,13 +94,8 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", required=True, help="name=CHECKPOINT[+ADAPTER...] (repeatable)")
-    p.add_argument("--test_data", required=True)
-    p.add_argument("--out_dir", default="result/predictions")
+    add_model_arguments(p)
     p.add_argument("--type_mapping", default=None)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args(argv)
     records = read_records(a.test_data)
     tm = read_json(a.type_mapping) if a.type_mapping else None

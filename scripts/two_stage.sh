@@ -20,6 +20,7 @@ ZERO=${ZERO:-$([ "$NUM_GPUS" -gt 1 ] && echo 2 || echo none)}
 PY=${PYTHON:-python3}
 
 launch=("$PY" -m train.finetune)
+[ "$NUM_GPUS" -eq 1 ] && export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}  # no DataParallel
 if [ "$NUM_GPUS" -gt 1 ]; then
   launch=("$PY" -m torch.distributed.run --nproc_per_node "$NUM_GPUS" --master_port "${MASTER_PORT:-29511}" -m train.finetune)
 fi

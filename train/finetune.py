@@ -54,6 +54,15 @@ def _zero_stage(targs) -> int:
     return int(cfg.get("zero_optimization", {}).get("stage", 0))
 
 
+def check_one_gpu_per_process(n_gpu: int) -> None:
+    """HF's Trainer falls back to nn.DataParallel when one process sees several GPUs; Qwen-VL's vision tower breaks
+    under its replicas (found on a 2-GPU machine). One process per GPU is the only supported layout."""
+    if n_gpu > 1:
+        raise ValueError(f"this process sees {n_gpu} GPUs and would train with nn.DataParallel, which Qwen-VL does not "
+                         "support: launch one process per GPU (bash scripts/finetune_lora_mult_gpu.sh, or torchrun "
+                         "--nproc_per_node N -m train.finetune ...), or pick one GPU with CUDA_VISIBLE_DEVICES=0")
+
+
 def _dtype(margs, targs):
     if margs.dtype != "auto":
         return margs.dtype
@@ -79,6 +88,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     from .trainer import VLTrainer
     from .validation import GenerationValidator
 
+    check_one_gpu_per_process(targs.n_gpu)
     out = Path(targs.output_dir)
     os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(out / "tensorboard")
     if _zero_stage(targs) == 3:
@@ -157,7 +167,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         "optimizer_lrs": lr_check, "trainable": trainable_summary(model), "validation_reports": reports,
         "failed_at_train_time": train_ds.failed, "resumed_from": resume,
         "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs)},
-        "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"],
+        "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"], "world_size": targs.world_size,
+        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None,
     }
     if trainer.is_world_process_zero():
         processor.tokenizer.save_pretrained(out)
