@@ -52,17 +52,16 @@ def per_sample(model, processor, records, new_tokens):
     return out
 
 
-def batched(model, processor, records, new_tokens, batch_size):
-    """(b) the eval path: encode once, sort by length, left-padded batches (as eval/generate.py does)."""
+def batched(model, processor, records, new_tokens, batch_size, num_workers=8):
+    """(b) the eval path of eval/generate.py: threaded encoding, length-sorted left-padded batches."""
+    from eval.generate import encode_prompts
     from train.validation import greedy_generate
-    enc = [(i, processor.encode(r, train=False)) for i, r in enumerate(records)]
-    enc.sort(key=lambda x: len(x[1]))
-    ids = greedy_generate(model, processor, [records[i] for i, _ in enc], batch_size, new_tokens,
+    enc, failed = encode_prompts(processor, records, num_workers)
+    assert not failed, failed
+    ids = greedy_generate(model, processor, [r for r, _ in enc], batch_size, new_tokens,
                           encoded=[e for _, e in enc], return_ids=True, min_new_tokens=new_tokens)
-    out = [None] * len(records)
-    for (i, _), t in zip(enc, ids):
-        out[i] = t
-    return out
+    by_id = {r["id"]: t for (r, _), t in zip(enc, ids)}
+    return [by_id[r["id"]] for r in records]
 
 
 def timed(fn, *args, repeats=1):
@@ -86,6 +85,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--new_tokens", type=int, nargs="+", default=[8, 64])
     p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--num_workers", type=int, default=8, help="encoding threads of path (b)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched path (median)")
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     a = p.parse_args(argv)
@@ -102,12 +102,12 @@ def main(argv=None):
     rows = []
     for k in a.new_tokens:
         per_sample(model, processor, records[:2], k)  # warm-up both paths
-        batched(model, processor, records[:4], k, a.batch_size)
+        batched(model, processor, records[:4], k, a.batch_size, a.num_workers)
         ta, ma, ids_a = timed(per_sample, model, processor, records, k)
-        tb, mb, ids_b = timed(batched, model, processor, records, k, a.batch_size, repeats=a.repeats)
+        tb, mb, ids_b = timed(batched, model, processor, records, k, a.batch_size, a.num_workers, repeats=a.repeats)
         seq_agree = sum(x == y for x, y in zip(ids_a, ids_b)) / len(records)
         tok_agree = sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b)) / sum(len(x) for x in ids_a)
-        rows.append({"config": Path(a.config).stem, "new_tokens": k, "n": a.n, "batch_size": a.batch_size,
+        rows.append({"config": Path(a.config).stem, "new_tokens": k, "n": a.n, "batch_size": a.batch_size, "num_workers": a.num_workers,
                      "a_samples_per_s": a.n / ta, "b_samples_per_s": a.n / tb, "a_tokens_per_s": a.n * k / ta,
                      "b_tokens_per_s": a.n * k / tb, "ratio": ta / tb, "a_peak_gib": ma, "b_peak_gib": mb,
                      "sequence_agreement": seq_agree, "token_agreement": tok_agree,

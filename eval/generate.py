@@ -62,10 +62,31 @@ def prediction_row(rec: dict, pred: str, enc, prompt_mode: str) -> dict:
             "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode}
 
 
+def encode_prompts(processor, records: list[dict], num_workers: int = 8, sort_by_length: bool = True):
+    """([(record, encoded prompt)], {id: reason}). Image decode + resize run in a thread pool (PIL and numpy release
+    the GIL), so preprocessing keeps up with batched decoding; unreadable samples are reported, never skipped silently.
+    Sorted by length, similar prompts share a batch: less padding, same answers (batched == one-by-one)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(r):
+        try:
+            return r, processor.encode(r, train=False), None
+        except SampleError as e:
+            return r, None, str(e)
+
+    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
+        results = list(pool.map(one, records))
+    encoded = [(r, e) for r, e, err in results if err is None]
+    failed = {str(r["id"]): err for r, _, err in results if err is not None}
+    if sort_by_length:
+        encoded.sort(key=lambda x: len(x[1]))
+    return encoded, failed
+
+
 def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batch_size: int = 8,
                        max_new_tokens: int = 64, system_prompt=DEFAULT_SYSTEM, prompt_mode: str = "default",
                        dtype="auto", device: str | None = None, min_pixels=None, max_pixels=None,
-                       sort_by_length: bool = True, progress: bool = True) -> Path:
+                       sort_by_length: bool = True, progress: bool = True, num_workers: int = 8) -> Path:
     out = out_dir / spec.name
     out.mkdir(parents=True, exist_ok=True)
     pred_path = out / "predictions.jsonl"
@@ -79,15 +100,7 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
             "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
             "n_records": len(records), "already_done": len(done)}
     write_json(out / "run_info.json", info)
-    failed: dict[str, str] = {}
-    encoded = []
-    for r in todo:  # encode once; unreadable samples are reported, not silently skipped
-        try:
-            encoded.append((r, processor.encode(r, train=False)))
-        except SampleError as e:
-            failed[str(r["id"])] = str(e)
-    if sort_by_length:  # similar lengths share a batch: less padding, same answers (batched == one-by-one)
-        encoded.sort(key=lambda x: len(x[1]))
+    encoded, failed = encode_prompts(processor, todo, num_workers, sort_by_length)
     t0 = time.time()
     bar = tqdm(total=len(encoded), desc=f"generate[{spec.name}]", disable=not progress)
     for i in range(0, len(encoded), batch_size):
@@ -114,6 +127,7 @@ def main(argv=None):
     p.add_argument("--system_prompt_file", default=None)
     p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
     p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
+    p.add_argument("--num_workers", type=int, default=8, help="threads for image decode/resize")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
     system = DEFAULT_SYSTEM
@@ -125,7 +139,8 @@ def main(argv=None):
     for text in a.model:
         spec = ModelSpec.parse(text)
         path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,
-                                  a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels)
+                                  a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels,
+                                  num_workers=a.num_workers)
         print(f"[{spec.name}] predictions: {path}")
 
 
