@@ -62,15 +62,17 @@ def prediction_row(rec: dict, pred: str, enc, prompt_mode: str) -> dict:
             "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode}
 
 
-def encode_prompts(processor, records: list[dict], num_workers: int = 8, sort_by_length: bool = True):
+def encode_prompts(processor, records: list[dict], num_workers: int = 8, sort_by_length: bool = True,
+                   train: bool = False):
     """([(record, encoded prompt)], {id: reason}). Image decode + resize run in a thread pool (PIL and numpy release
     the GIL), so preprocessing keeps up with batched decoding; unreadable samples are reported, never skipped silently.
-    Sorted by length, similar prompts share a batch: less padding, same answers (batched == one-by-one)."""
+    Sorted by length, similar prompts share a batch: less padding, same answers (batched == one-by-one).
+    train=True encodes prompt + reference answer with labels (perplexity scoring)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(r):
         try:
-            return r, processor.encode(r, train=False), None
+            return r, processor.encode(r, train=train), None
         except SampleError as e:
             return r, None, str(e)
 

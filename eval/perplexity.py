@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from data_process.io import read_json, read_records, write_json
 from train.collator import VLCollator
-from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX, SampleError
+from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX
+from .generate import encode_prompts
 from .model_spec import ModelSpec, add_model_arguments, load_spec
 
 
@@ -55,19 +56,14 @@ def category_keys(entry: dict | None) -> list[str]:
 
 def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, type_mapping: dict | None = None,
                          batch_size: int = 8, dtype="auto", device: str | None = None, system_prompt=DEFAULT_SYSTEM,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, num_workers: int = 8) -> dict:
     model, processor, _ = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9)
     collate = VLCollator(processor.pad_token_id, processor.image_token_id)
     dev = next(model.parameters()).device
-    scored, failed = [], {}
-    for r in records:
-        if (r.get("meta") or {}).get("task") == "grounding":
-            continue  # box answers are scored by grounding metrics, not by PPL of their text
-        try:
-            scored.append((str(r["id"]), processor.encode(r, train=True)))
-        except SampleError as e:
-            failed[str(r["id"])] = str(e)
-    scored.sort(key=lambda x: len(x[1]))
+    # box answers are scored by grounding metrics, not by the PPL of their text
+    text_records = [r for r in records if (r.get("meta") or {}).get("task") != "grounding"]
+    pairs, failed = encode_prompts(processor, text_records, num_workers, train=True)
+    scored = [(str(r["id"]), e) for r, e in pairs]
     per_sample: dict[str, dict] = {}
     for i in tqdm(range(0, len(scored), batch_size), desc=f"perplexity[{spec.name}]", disable=not progress):
         chunk = scored[i:i + batch_size]
