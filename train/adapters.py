@@ -28,7 +28,7 @@ def run_frozen_under_no_grad(module: torch.nn.Module) -> None:
     module._medvl_no_grad = True
 
 
-def _vision_blocks(model, family: ModelFamily):
+def _vision_blocks(model):
     """The frozen part of the vision tower that the merger LoRA never needs gradients through."""
     for name, mod in model.named_modules():
         if re.search(r"(^|\.)visual\.blocks$", name):
@@ -54,7 +54,7 @@ def apply_stage(model, family: ModelFamily, stage: StageArguments):
         raise ValueError(f"stage {stage.stage}: nothing to train (train_merger={stage.train_merger}, "
                          f"lora_targets={stage.lora_targets!r})")
     # The ViT blocks are frozen in both stages: no graph through them (Stage 1 trains only what follows them).
-    for block in _vision_blocks(model, family):
+    for block in _vision_blocks(model):
         run_frozen_under_no_grad(block)
     if not lora_targets:  # full merger only: no adapter, train the merger weights themselves
         for name, mod in model.named_modules():

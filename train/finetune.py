@@ -69,16 +69,12 @@ def _dtype(margs, targs):
     return "bfloat16" if targs.bf16 else "float16" if targs.fp16 else "float32"
 
 
-def _write_summary(path: Path, summary: dict) -> None:
-    from data_process.io import write_json
-    write_json(path, summary)
-
-
 def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs) -> dict:
     import torch
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
 
+    from data_process.io import write_json
     from data_process.validate import validate_records
     from .adapters import apply_stage, trainable_summary
     from .collator import VLCollator
@@ -173,7 +169,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     if trainer.is_world_process_zero():
         processor.tokenizer.save_pretrained(out)
         processor.image_processor.save_pretrained(out)
-        _write_summary(out / "run_summary.json", summary)
+        write_json(out / "run_summary.json", summary)
         (out / "STAGE_DONE").write_text(f"stage {sargs.stage}\n")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
