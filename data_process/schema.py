@@ -6,12 +6,16 @@
           "organ": "...", "modality": "...", "boxes": [{"label": "liver", "xyxy": [x1, y1, x2, y2], "image_size": [w, h]}]}}
 
 Boxes are absolute pixels of the original image; each model family's box text is made at collate time (train/models.py).
+A `<region>` tag in a turn stands for the next box of meta.boxes (k-th tag -> boxes[k]; when a record has tags, their
+count equals the number of boxes). It is rendered in the family's format at encode time: in a question as the bare box
+("What is in <region>?"), in an answer with its label (a grounded caption).
 """
 from __future__ import annotations
 
 from typing import Any
 
 IMAGE_TAG = "<image>"
+REGION_TAG = "<region>"  # a box of meta.boxes, written in the model family's format at encode time
 ROLES = ("human", "gpt")
 
 
@@ -78,4 +82,8 @@ def record_problems(rec: Any) -> list[str]:
             size = b.get("image_size")
             if size and (x1 < 0 or y1 < 0 or x2 > size[0] or y2 > size[1]):
                 out.append(f"box {j}: {xyxy} lies outside the image {size}")
+        n_regions = sum(t.get("value", "").count(REGION_TAG) for t in conv
+                        if isinstance(t, dict) and isinstance(t.get("value"), str))
+        if n_regions and n_regions != len(meta.get("boxes") or []):
+            out.append(f"{n_regions} '{REGION_TAG}' tags for {len(meta.get('boxes') or [])} boxes in meta.boxes")
     return out

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from data_process.schema import IMAGE_TAG, image_list
+from data_process.schema import IMAGE_TAG, REGION_TAG, image_list
 from .models import ModelFamily, box_to_text
 
 IGNORE_INDEX = -100
@@ -65,6 +65,7 @@ class Encoded:
     image_grid_thw: Any = None          # torch.Tensor (num_images, 3) or None
     image_sizes: list = field(default_factory=list)   # original (w, h) per image
     input_sizes: list = field(default_factory=list)   # resized model input (w, h) per image
+    key: str | None = None              # the record id (set by the training dataset; keys the vision cache)
 
     def __len__(self):
         return len(self.input_ids)
@@ -104,6 +105,16 @@ class VLProcessor:
         input_sizes = [(int(g[2]) * self.patch, int(g[1]) * self.patch) for g in grid]
         return out["pixel_values"], grid, sizes, input_sizes
 
+    def box_text(self, box: dict, image_sizes, input_sizes, with_label: bool = True) -> str:
+        """One meta box in this family's format (a box stored for another size of the image is rescaled to it)."""
+        x1, y1, x2, y2 = box["xyxy"]
+        w, h = image_sizes[0]
+        bw, bh = box.get("image_size") or (w, h)
+        if (bw, bh) != (w, h):
+            x1, y1, x2, y2 = x1 * w / bw, y1 * h / bh, x2 * w / bw, y2 * h / bh
+        return box_to_text(self.family, [x1, y1, x2, y2], (w, h), input_sizes[0],
+                           box.get("label") if with_label else None)
+
     def answer_text(self, rec: dict, turn_value: str, image_sizes, input_sizes) -> str:
         """A grounding record's answer is its box, written in this family's format."""
         meta = rec.get("meta") or {}
@@ -112,12 +123,35 @@ class VLProcessor:
         boxes = meta.get("boxes") or []
         if not boxes or not image_sizes:
             raise SampleError(rec.get("id"), "grounding_without_box_or_image")
-        parts = [box_to_text(self.family, b["xyxy"], image_sizes[0], input_sizes[0], b.get("label")) for b in boxes]
+        parts = [self.box_text(b, image_sizes, input_sizes) for b in boxes]
         if self.family.box_format == "qwen2":
             return "".join(parts)
         return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
 
+    def render_regions(self, rec: dict, image_sizes, input_sizes) -> list[str]:
+        """Turn values with each `<region>` tag replaced by the next box of meta.boxes in this family's format:
+        bare in a question (a label there would give away a region-classification answer), labelled in an answer."""
+        conv = rec["conversations"]
+        n_tags = sum(t["value"].count(REGION_TAG) for t in conv)
+        if not n_tags:
+            return [t["value"] for t in conv]
+        boxes = (rec.get("meta") or {}).get("boxes") or []
+        if n_tags != len(boxes):
+            raise SampleError(rec.get("id"), "region_tag_mismatch", f"{n_tags} {REGION_TAG} tags for {len(boxes)} boxes")
+        if not image_sizes:
+            raise SampleError(rec.get("id"), "region_without_image")
+        it = iter(boxes)
+        out = []
+        for turn in conv:
+            pieces = turn["value"].split(REGION_TAG)
+            text = pieces[0]
+            for rest in pieces[1:]:
+                text += self.box_text(next(it), image_sizes, input_sizes, with_label=turn["from"] == "gpt") + rest
+            out.append(text)
+        return out
+
     def messages(self, rec: dict, include_answer: bool, image_sizes=(), input_sizes=()) -> list[dict]:
+        values = self.render_regions(rec, image_sizes, input_sizes)
         conv = rec["conversations"]
         if not include_answer:
             conv = conv[:-1] if conv and conv[-1].get("from") == "gpt" else conv
@@ -127,7 +161,7 @@ class VLProcessor:
         for i, turn in enumerate(conv):
             if turn["from"] == "human":
                 content = []
-                chunks = turn["value"].split(IMAGE_TAG)
+                chunks = values[i].split(IMAGE_TAG)
                 for j, chunk in enumerate(chunks):
                     if j > 0:
                         content.append({"type": "image"})
@@ -137,7 +171,7 @@ class VLProcessor:
                 msgs.append({"role": "user", "content": content})
             else:
                 last = i == len(rec["conversations"]) - 1
-                text = self.answer_text(rec, turn["value"], image_sizes, input_sizes) if last else turn["value"]
+                text = self.answer_text(rec, values[i], image_sizes, input_sizes) if last else values[i]
                 msgs.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
         return msgs
 
