@@ -68,3 +68,18 @@ class StageArguments:
     @property
     def llm_targets(self) -> list[str]:
         return [t.strip() for t in (self.lora_targets or "").split(",") if t.strip()]
+
+
+@dataclass
+class SpeedArguments:
+    """Exact speed-ups (same loss as the padded path, tested): see bench/RESULTS.md for what each buys."""
+    packing: bool = field(default=False, metadata={
+        "help": "pack each micro-batch into one padding-free row with varlen attention (per_device_train_batch_size "
+                "samples per row); needs attn_implementation medvl_varlen (set automatically) or flash_attention_2"})
+    chunked_loss: bool = field(default=False, metadata={
+        "help": "LM head + cross-entropy only on labelled positions, loss_chunk rows at a time (no full logits)"})
+    loss_chunk: int = field(default=4096, metadata={"help": "rows of logits alive at once with --chunked_loss"})
+    vision_cache: bool = field(default=False, metadata={
+        "help": "Stage 2: keep the frozen ViT+merger output per image in host RAM, reuse it from epoch 2 "
+                "(needs --packing; not Qwen3-VL; not ZeRO-3)"})
+    vision_cache_gib: float = field(default=16.0, metadata={"help": "host-RAM bound of the vision cache"})

@@ -34,7 +34,9 @@ class VLDataset(Dataset):
         for k in range(len(self.records)):
             rec = self.records[(i + k) % len(self.records)]
             try:
-                return self.processor.encode(rec, train=True)
+                enc = self.processor.encode(rec, train=True)
+                enc.key = str(rec.get("id"))
+                return enc
             except SampleError as e:
                 self.failed[str(rec.get("id"))] = str(e)
                 log.warning("skipping %s at training time: %s", rec.get("id"), e)

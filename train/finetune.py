@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import DataArguments, ModelArguments, StageArguments
+from .config import DataArguments, ModelArguments, SpeedArguments, StageArguments
 
 log = logging.getLogger("train.finetune")
 
@@ -29,20 +29,20 @@ log = logging.getLogger("train.finetune")
 def parse_args(argv=None):
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments, SpeedArguments))
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        margs, dargs, sargs, targs = parser.parse_yaml_file(argv[0])
+        margs, dargs, sargs, targs, fargs = parser.parse_yaml_file(argv[0])
     elif len(argv) == 1 and argv[0].endswith(".json"):
-        margs, dargs, sargs, targs = parser.parse_json_file(argv[0])
+        margs, dargs, sargs, targs, fargs = parser.parse_json_file(argv[0])
     else:
-        margs, dargs, sargs, targs = parser.parse_args_into_dataclasses(argv)
+        margs, dargs, sargs, targs, fargs = parser.parse_args_into_dataclasses(argv)
     sargs.apply_preset()
     targs.remove_unused_columns = False  # our collator consumes whole records
     targs.label_names = ["labels"]       # PEFT hides forward's signature; without this no eval loss
     if targs.gradient_checkpointing and not targs.gradient_checkpointing_kwargs:
         targs.gradient_checkpointing_kwargs = {"use_reentrant": False}
-    return margs, dargs, sargs, targs
+    return margs, dargs, sargs, targs, fargs
 
 
 def _zero_stage(targs) -> int:
@@ -69,15 +69,43 @@ def _dtype(margs, targs):
     return "bfloat16" if targs.bf16 else "float16" if targs.fp16 else "float32"
 
 
-def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs) -> dict:
+def check_speed_options(fargs: SpeedArguments, margs: ModelArguments, zero_stage: int) -> SpeedArguments:
+    """Refuse combinations that would be wrong, not slow; pick the varlen attention for packed rows."""
+    if fargs.packing:
+        from .varlen_attention import register
+        if margs.attn_implementation in (None, "medvl_varlen"):
+            margs.attn_implementation = register()
+        elif margs.attn_implementation != "flash_attention_2":
+            raise ValueError(f"--packing needs varlen attention (medvl_varlen, the default, or flash_attention_2); "
+                             f"{margs.attn_implementation} would let packed samples attend to each other")
+    if fargs.vision_cache and not fargs.packing:
+        raise ValueError("--vision_cache needs --packing")
+    if zero_stage == 3 and (fargs.chunked_loss or fargs.vision_cache):
+        raise ValueError("--chunked_loss / --vision_cache run frozen modules outside the DeepSpeed engine's forward; "
+                         "under ZeRO-3 their weights are partitioned: use ZeRO-2, or drop these options")
+    return fargs
+
+
+def build_vision_cache(fargs: SpeedArguments, family, model):
+    if not fargs.vision_cache:
+        return None
+    from .vision_cache import VisionFeatureCache
+    cache = VisionFeatureCache(family, fargs.vision_cache_gib)
+    cache.check_frozen(model)
+    return cache
+
+
+def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
+        fargs: SpeedArguments | None = None) -> dict:
     import torch
-    from transformers import TrainerCallback
+    from transformers import TrainerCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from data_process.io import write_json
     from data_process.validate import validate_records
     from .adapters import apply_stage, trainable_summary
     from .collator import VLCollator
+    from .packing import PackedCollator
     from .data import VLDataset, load_records
     from .loader import load_model_and_processor
     from .preprocess import DEFAULT_SYSTEM
@@ -85,6 +113,10 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     from .validation import GenerationValidator
 
     check_one_gpu_per_process(targs.n_gpu)
+    fargs = check_speed_options(fargs or SpeedArguments(), margs, _zero_stage(targs))
+    # Seed before the model is built: LoRA's A matrices are drawn in apply_stage, before the Trainer seeds;
+    # unseeded, two runs with the same --seed started from different adapters.
+    set_seed(targs.seed)
     out = Path(targs.output_dir)
     os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(out / "tensorboard")
     if _zero_stage(targs) == 3:
@@ -115,6 +147,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
             raise ValueError(f"no valid {name} records left after validation: {rep.summary()}")
 
     model = apply_stage(model, family, sargs)
+    vision_cache = build_vision_cache(fargs, family, model)
     if targs.gradient_checkpointing:
         model.config.use_cache = False
     train_ds = VLDataset(splits["train"], processor)
@@ -140,7 +173,9 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
 
     trainer = VLTrainer(
         model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=VLCollator(processor.pad_token_id, processor.image_token_id),
+        data_collator=(PackedCollator(processor.pad_token_id, processor.image_token_id, fargs.vision_cache)
+                       if fargs.packing else VLCollator(processor.pad_token_id, processor.image_token_id)),
+        chunked_loss=fargs.chunked_loss, loss_chunk=fargs.loss_chunk, vision_cache=vision_cache,
         processing_class=processor.tokenizer, family=family, group_lrs=group_lrs, validator=validator,
         callbacks=[GroupLRCheck()])
 
@@ -162,7 +197,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         "train_seconds": round(time.time() - t0, 2), "train_metrics": result.metrics, "final_eval": final_eval,
         "optimizer_lrs": lr_check, "trainable": trainable_summary(model), "validation_reports": reports,
         "failed_at_train_time": train_ds.failed, "resumed_from": resume,
-        "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs)},
+        "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs), "speed": asdict(fargs)},
+        "vision_cache": vision_cache.summary() if vision_cache else None,
         "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"], "world_size": targs.world_size,
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None,
     }
@@ -178,8 +214,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    margs, dargs, sargs, targs = parse_args(argv)
-    summary = run(margs, dargs, sargs, targs)
+    margs, dargs, sargs, targs, fargs = parse_args(argv)
+    summary = run(margs, dargs, sargs, targs, fargs)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"stage {sargs.stage} done: adapter in {targs.output_dir}, TensorBoard logs in {summary['tensorboard_dir']}")
 

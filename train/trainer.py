@@ -1,23 +1,43 @@
 """VLTrainer: an HF Trainer that honours per-component learning rates and adds generation metrics to evaluation."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
+import torch
 from transformers import Trainer
 
 from .adapters import param_group_of
+from .chunked_loss import chunked_nll_sum, labelled_positions
 from .models import ModelFamily
+from .packing import is_packed, packed_position_ids
+from .varlen_attention import packed_forward
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _head_as_identity(base):
+    """Make the model return hidden states where it returns logits; the frozen head runs chunked afterwards."""
+    head = base.get_output_embeddings()
+    if any(p.requires_grad for p in head.parameters()):
+        raise ValueError("--chunked_loss needs a frozen LM head (the head runs outside the wrapped forward)")
+    base.set_output_embeddings(torch.nn.Identity())
+    try:
+        yield
+    finally:
+        base.set_output_embeddings(head)
 
 
 class VLTrainer(Trainer):
     """Overrides two hooks: `create_optimizer` (LR per merger / llm / vision group, also under DeepSpeed, which
     calls this when ds_configs carry no optimizer block) and `evaluate` (eval loss + greedy-generation metrics)."""
 
-    def __init__(self, *args, family: ModelFamily, group_lrs: dict[str, float | None], validator=None, **kwargs):
+    def __init__(self, *args, family: ModelFamily, group_lrs: dict[str, float | None], validator=None,
+                 chunked_loss: bool = False, loss_chunk: int = 4096, vision_cache=None, **kwargs):
         self.family, self.validator = family, validator
         self.group_lrs = group_lrs
+        self.chunked_loss, self.loss_chunk, self.vision_cache = chunked_loss, loss_chunk, vision_cache
         super().__init__(*args, **kwargs)
 
     # -- optimizer ------------------------------------------------------------------------------
@@ -53,6 +73,54 @@ class VLTrainer(Trainer):
         for g in inner.param_groups:
             out[g.get("group_name", "?")] = g.get("initial_lr", g["lr"])
         return out
+
+    # -- loss -----------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The padded path is HF's. Packed rows get their per-sample mRoPE ids and no mask; with `chunked_loss` the
+        LM head runs only on labelled positions, a chunk at a time; with a vision cache the ViT runs once per image."""
+        if not (is_packed(inputs) or self.chunked_loss):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        base = self._base_model(model)
+        inputs = dict(inputs)
+        packed = is_packed(inputs)
+        if packed:
+            inputs["position_ids"] = packed_position_ids(base.model, inputs)
+            inputs["attention_mask"] = None
+        if self.vision_cache is not None and "pixel_values" in inputs:
+            inputs = self.vision_cache.embed(base.model, inputs)
+        ctx = packed_forward() if packed else contextlib.nullcontext()
+        if not self.chunked_loss:
+            with ctx:
+                outputs = model(**inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        labels = inputs.pop("labels")
+        head = base.get_output_embeddings()
+        # The forward goes through the (DDP / DeepSpeed) wrapper; the LM head, frozen, runs after it on the
+        # labelled positions only. `logits_to_keep` with the head swapped for Identity returns those hidden states.
+        keep = (labels[0, 1:] != -100).nonzero(as_tuple=True)[0] if labels.shape[0] == 1 else None
+        with ctx, _head_as_identity(base):
+            if keep is not None:
+                hidden = model(**inputs, logits_to_keep=keep).logits[0]
+                y = labels[0, 1:].index_select(0, keep)
+            else:
+                hidden, y = labelled_positions(model(**inputs).logits, labels)
+        nll = chunked_nll_sum(hidden, y, head, self.loss_chunk)
+        loss = self._normalise(nll, y.numel(), num_items_in_batch)
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _normalise(self, nll_sum, n_tokens: int, num_items_in_batch):
+        """Mean NLL exactly as the parent's loss would be scaled (per micro-batch, or over the accumulated batch)."""
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            loss = nll_sum / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+            return loss
+        return nll_sum / max(n_tokens, 1)
+
+    def _base_model(self, model):
+        """The transformers model under DDP / DeepSpeed / PEFT wrappers (LoRA layers live inside it)."""
+        m = self.accelerator.unwrap_model(model)
+        return m.get_base_model() if hasattr(m, "get_base_model") else m
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):

@@ -1,0 +1,105 @@
+"""Variable-length attention for packed rows, without the flash-attn package.
+
+Registered in transformers' attention interface as `medvl_varlen`. On a packed row (the collator passes
+`cu_seq_lens_q/k`, `max_length_q/k`) each sample attends only to itself, causally: on CUDA through PyTorch's own
+`torch.nn.attention.varlen.varlen_attn` (flash kernels), elsewhere one SDPA call per sample. Any other call (padded
+eval batches, generation, the vision tower's per-image calls) is plain SDPA with the usual mask, so the model stays
+correct outside packed training.
+
+The name must not contain "flash": transformers would then look for a flash-attn kernel on the hub.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import inspect
+
+import torch
+import torch.nn.functional as F
+
+NAME = "medvl_varlen"
+_PACKED = contextvars.ContextVar("medvl_packed_forward", default=False)
+
+
+@contextlib.contextmanager
+def packed_forward():
+    """While active, the model builds no attention mask: the packed row's boundaries travel as cu_seq_lens instead
+    (otherwise transformers would build a dense (T, T) block mask from the position ids, then we would ignore it)."""
+    token = _PACKED.set(True)
+    try:
+        yield
+    finally:
+        _PACKED.reset(token)
+
+
+def _mask(*args, **kwargs):
+    if _PACKED.get():
+        return None
+    from transformers.masking_utils import sdpa_mask
+    return sdpa_mask(*args, **kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_varlen():
+    """(varlen_attn, its keyword options) when this torch has it, else None. Its signature moved between releases:
+    causal is `window_size=(-1, 0)` in newer ones, `is_causal=True` in older; GQA broadcast only in newer."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    return varlen_attn, {"window_size": "window_size" in params, "enable_gqa": "enable_gqa" in params}
+
+
+def varlen_causal(q, k, v, cu_seqlens, max_len: int, scale: float):
+    """Causal attention within each segment of a packed row. q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
+    hq, hkv = q.shape[1], k.shape[1]
+    fn = _torch_varlen() if q.is_cuda else None
+    if fn is not None:
+        varlen_attn, has = fn
+        kw = {"scale": scale}
+        if hq != hkv:
+            if has["enable_gqa"]:
+                kw["enable_gqa"] = True
+            else:  # older torch: broadcast the k/v heads by hand
+                k, v = (t.repeat_interleave(hq // hkv, dim=1) for t in (k, v))
+        kw.update({"window_size": (-1, 0)} if has["window_size"] else {"is_causal": True})
+        return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kw)
+    # Portable path (CPU, or a torch without varlen_attn): the same math one segment at a time.
+    out = torch.empty_like(q)
+    bounds = cu_seqlens.tolist()
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        qs, ks, vs = (t[s:e].transpose(0, 1)[None] for t in (q, k, v))
+        out[s:e] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale,
+                                                  enable_gqa=hq != hkv)[0].transpose(0, 1)
+    return out
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
+    """transformers attention-interface function: (1, H, T, D) tensors in, ((1, T, H, D), None) out."""
+    if cu_seq_lens_q is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        kwargs.pop("position_ids", None)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    if query.shape[0] != 1:
+        raise ValueError(f"packed attention expects one packed row, got batch {query.shape[0]}")
+    if dropout:
+        raise ValueError("packed attention does not support attention dropout (Qwen-VL trains with 0.0)")
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))        # (T, H, D)
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    out = varlen_causal(q, k, v, cu_seq_lens_q.to(torch.int32), int(max_length_q), scale)
+    return out[None], None
+
+
+@functools.lru_cache(maxsize=1)
+def register() -> str:
+    """Make `attn_implementation="medvl_varlen"` loadable; its masks are SDPA's, none inside `packed_forward()`."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(NAME, varlen_attention_forward)
+    AttentionMaskInterface.register(NAME, _mask)
+    return NAME
