@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import llava_med, medpix, pathvqa, slake, vqa_med2019, vqa_rad
+from . import llava_med, med_grit, medpix, pathvqa, slake, vqa_med2019, vqa_rad
 from .convert_common import add_common_arguments, run_cli
 
 CONVERTERS = {
@@ -22,6 +22,7 @@ CONVERTERS = {
     "vqa_med2019": (vqa_med2019, True),
     "medpix": (medpix, False),
     "llava_med": (llava_med, True),
+    "med_grit": (med_grit, True),
 }  # name -> (module, --image_root required)
 
 EPILOG = """examples:
@@ -36,6 +37,7 @@ EPILOG = """examples:
   python -m data_process.convert medpix --input MEDPIX-ShortQA/data --split test --out data/medpix_test.json
   python -m data_process.convert llava_med --input llava_med_alignment_500k.json --image_root llava_med_images \\
       --out data/llava_med_stage1.json
+  python -m data_process.convert med_grit --input Med-GRIT/test_VG.json --image_root SA-Med2D/images --out data/medgrit_vg.json
 then: python -m data_process.data_trans --inputs data/vqa_rad.json data/slake_test.json --out_dir data/eval --split test"""
 
 
