@@ -13,12 +13,14 @@ import json
 from pathlib import Path
 
 
-def build(config_path: str, out: str, dtype: str = "bfloat16", max_pixels: int = 602112, device: str = "cpu") -> Path:
+def build_in_memory(config_path: str, dtype: str = "bfloat16", max_pixels: int = 602112, device: str = "cpu",
+                    attn_implementation: str | None = None):
+    """(model, tokenizer, image processor) of the architecture in `config_path`, random weights (seed 0)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from train.tiny_model import CHAT_TEMPLATE, build_tokenizer
+    from train.tiny_model import build_tokenizer
 
     cfg = json.loads(Path(config_path).read_text())
     cfg.pop("_source", None)
@@ -30,14 +32,23 @@ def build(config_path: str, out: str, dtype: str = "bfloat16", max_pixels: int =
     config.text_config.bos_token_id = None
     torch.manual_seed(0)
     with torch.device(device):
-        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype))
+        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, dtype),
+                                                        attn_implementation=attn_implementation)
     model.generation_config.eos_token_id, model.generation_config.pad_token_id = tok.eos_token_id, tok.pad_token_id
+    patch = config.vision_config.patch_size
+    improc = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=3136,
+                                      max_pixels=max_pixels)
+    return model, tok, improc
+
+
+def build(config_path: str, out: str, dtype: str = "bfloat16", max_pixels: int = 602112, device: str = "cpu") -> Path:
+    from train.tiny_model import CHAT_TEMPLATE
+
+    model, tok, improc = build_in_memory(config_path, dtype, max_pixels, device)
     out_dir = Path(out)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    patch = config.vision_config.patch_size
-    Qwen2VLImageProcessorPil(patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=3136,
-                             max_pixels=max_pixels).save_pretrained(out_dir)
+    improc.save_pretrained(out_dir)
     (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE)
     return out_dir
 

@@ -79,7 +79,9 @@ def varlen_causal(q, k, v, cu_seqlens, max_len: int, scale: float):
 def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                              cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
     """transformers attention-interface function: (1, H, T, D) tensors in, ((1, T, H, D), None) out."""
-    if cu_seq_lens_q is None:
+    # Some transformers releases hand the packed row's kwargs to the vision tower too: its attention is not causal
+    # and spans image patches, not the row, so it takes the plain path.
+    if cu_seq_lens_q is None or not getattr(module, "is_causal", False):
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
         kwargs.pop("position_ids", None)
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,

@@ -1,0 +1,358 @@
+"""Training speed: the common HF + PEFT recipe vs this project's training path, same data, one process.
+
+(a) common recipe: HF `Trainer`, PEFT LoRA r16 on the LLM's linear layers (Stage 2) or the merger (Stage 1),
+    right-padded batches of 8, gradient checkpointing, sdpa, fused AdamW, bf16.
+(b) ours: `train.trainer.VLTrainer` with the options of train/config.py SpeedArguments (packing + varlen attention,
+    chunked loss, vision cache in Stage 2), larger packed micro-batches, checkpointing only if asked.
+Both: the same records (images 448-560 px a side, questions 8-40 tokens, answers 70% 1-8 tokens / 30% 40-300),
+the same LoRA config (r16, alpha 32, dropout 0.05), the same model built from a config with random weights.
+
+Reported per path: real (non-padding) tokens/s and samples/s (median over timed steps), peak memory, MFU, ratio b/a,
+and the loss of (a) and (b) on the same 8 samples (same weights, eval mode) with their relative difference.
+MFU = (4 * N_llm * T + 2 * N_vit * P) / (step time * peak), with N_llm the LLM's matmul parameters (LM head
+included), T real tokens, N_vit the vision tower's parameters, P the patches it actually encoded (0 on cache hits),
+4 = forward + input-gradient backward (LoRA: frozen weights get no weight gradient); peak = a measured bf16 matmul.
+
+    python -m bench.train_throughput --config bench/configs/qwen2_vl_2b.json --stage 2 \\
+        --variants a b --out bench/results/train_2b_s2.json
+    python -m bench.train_throughput --tiny   # CPU smoke run of every path on the tiny model
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+WORDS = ("is there a lesion in the left upper lobe of the lung what imaging modality was used to acquire this image "
+         "does the liver look normal which organ is abnormal where is the mass located is this a ct scan of the chest "
+         "the findings show a small effusion with no pneumothorax and a normal cardiac silhouette").split()
+
+# Path (b) variants: each adds one lever to the previous (the ablation ladder), name -> (speed options, trainer args).
+VARIANTS = {
+    "a": None,  # the common recipe
+    "b_pack": ({"packing": True}, {"gradient_checkpointing": True}),
+    "b_pack_nogc": ({"packing": True}, {"gradient_checkpointing": False}),
+    "b_pack_nogc_chunk": ({"packing": True, "chunked_loss": True}, {"gradient_checkpointing": False}),
+    "b": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": False}),
+    "b_gc": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": True}),
+}
+
+
+def _words_to_tokens(tok, rng, n_tokens: int) -> str:
+    words = []
+    while len(tok(" ".join(words))["input_ids"]) < n_tokens:
+        words.append(str(rng.choice(WORDS)))
+    return " ".join(words)
+
+
+def make_records(tok, n: int, tmp: Path, seed: int = 0, size=(448, 561)) -> list[dict]:
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    recs = []
+    for i in range(n):
+        w, h = rng.randint(size[0], size[1], size=2)
+        path = tmp / f"img{i}.png"
+        Image.fromarray((rng.rand(h, w, 3) * 255).astype("uint8")).save(path)
+        q = _words_to_tokens(tok, rng, rng.randint(8, 41)) + "?"
+        a_len = rng.randint(1, 9) if rng.rand() < 0.7 else rng.randint(40, 301)
+        a = _words_to_tokens(tok, rng, a_len)
+        recs.append({"id": f"t{i}", "image": str(path), "conversations": [
+            {"from": "human", "value": "<image>\n" + q}, {"from": "gpt", "value": a}],
+            "meta": {"answer_type": "closed" if a_len <= 8 else "open"}})
+    return recs
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measured_peak_flops(device) -> float:
+    """bf16 dense matmul rate of this device (the MFU denominator), measured, not from a spec sheet."""
+    if device.type != "cuda":
+        return float("nan")
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    _sync()
+    t0, n = time.perf_counter(), 20
+    for _ in range(n):
+        a @ a
+    _sync()
+    return 2 * 8192 ** 3 * n / (time.perf_counter() - t0)
+
+
+def _timed(trainer_cls):
+    """A trainer that times each optimizer step (synchronised) and counts its real tokens / encoded patches."""
+    class Timed(trainer_cls):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            ids = inputs["input_ids"]
+            real = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else ids.numel()
+            n_samples = ids.shape[0] if "cu_seq_lens_q" not in inputs else len(inputs["cu_seq_lens_q"]) - 1
+            cache = getattr(self, "vision_cache", None)
+            before = cache.stats["misses"] if cache is not None else None
+            patches = int(inputs["image_grid_thw"].prod(-1).sum()) if "image_grid_thw" in inputs else 0
+            prof = None
+            if getattr(self, "profile_at", None) == len(self.step_log):
+                prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
+                                              + ([torch.profiler.ProfilerActivity.CUDA] if torch.cuda.is_available() else []))
+                prof.__enter__()
+            _sync()
+            t0 = time.perf_counter()
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            _sync()
+            dt = time.perf_counter() - t0
+            if prof is not None:
+                prof.__exit__(None, None, None)
+                self.profile = top_ops(prof)
+                dt = None  # profiled steps are slower: not timed
+            if cache is not None and cache.stats["misses"] == before:
+                patches = 0  # every image came from the cache: the ViT did not run
+            if dt is None:
+                self.step_log.append(None)
+                return loss
+            self.step_log.append({"seconds": dt, "tokens": real, "samples": n_samples, "patches": patches,
+                                  "loss": float(loss)})
+            return loss
+    return Timed
+
+
+def top_ops(prof, n: int = 12) -> list[dict]:
+    """Where one step's device time goes: the n most expensive operators (self time)."""
+    cuda = torch.cuda.is_available()
+    rows = []
+    for e in prof.key_averages():
+        t = (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e3
+        rows.append({"op": e.key[:60], "ms": round(t, 2), "calls": e.count})
+    rows.sort(key=lambda r: -r["ms"])
+    total = sum(r["ms"] for r in rows)
+    return [{"total_ms": round(total, 1)}] + rows[:n]
+
+
+def llm_and_vit_params(model) -> tuple[int, int]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    vit = sum(p.numel() for p in base.model.visual.parameters())
+    emb = base.get_input_embeddings().weight
+    head = base.get_output_embeddings().weight
+    llm = sum(p.numel() for p in base.model.language_model.parameters()) - emb.numel()
+    return llm + head.numel(), vit
+
+
+def run_variant(name, model_builder, records, args, stage: int, device) -> dict:
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainingArguments
+
+    from train.adapters import apply_stage
+    from train.collator import VLCollator
+    from train.config import SpeedArguments, StageArguments
+    from train.data import VLDataset
+    from train.models import resolve_modules
+    from train.packing import PackedCollator
+    from train.trainer import VLTrainer
+
+    speed_opts, targ_opts = VARIANTS[name] or ({}, {"gradient_checkpointing": True})
+    if stage == 1:  # the merger trains in Stage 1: its input (ViT output) could be cached, its output cannot
+        speed_opts = {k: v for k, v in speed_opts.items() if k != "vision_cache"}
+    speed = SpeedArguments(**speed_opts)
+    model, processor, family = model_builder(attn="medvl_varlen" if speed.packing else "sdpa")
+    batch = args.batch_a if name == "a" else args.batch_b
+    steps = args.steps
+    n_needed = batch * (steps + args.warmup)
+    if speed.vision_cache:  # time epoch 2 (all hits): run epoch 1 first over the same records
+        recs = records[: batch * max(steps, 2)]
+    else:
+        recs = (records * (n_needed // len(records) + 1))[:n_needed]
+    stage_args = StageArguments(stage=stage, lora_r=16, lora_alpha=32, lora_dropout=0.05).apply_preset()
+    gc = targ_opts["gradient_checkpointing"]
+    targs = TrainingArguments(
+        output_dir=str(args.tmp / f"out_{name}"), per_device_train_batch_size=batch, bf16=device.type == "cuda",
+        use_cpu=device.type != "cuda", gradient_checkpointing=gc,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gc else None,
+        optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch", learning_rate=1e-4,
+        max_steps=(steps + args.warmup) if not speed.vision_cache else -1,
+        num_train_epochs=2 if speed.vision_cache else 1, report_to=[], save_strategy="no", logging_steps=10 ** 6,
+        dataloader_num_workers=args.workers, remove_unused_columns=False, label_names=["labels"],
+        disable_tqdm=True, seed=0, lr_scheduler_type="constant")
+    ds = VLDataset(recs, processor)
+    if name == "a":
+        # The common recipe: plain PEFT on the linear layers of the stage's component, HF's Trainer and loss.
+        regex = family.merger_regex if stage == 1 else family.llm_regex(["attn", "ffn"])
+        targets = resolve_modules(model, regex, "bench")
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
+        if gc:
+            model.config.use_cache = False
+        trainer = _timed(Trainer)(model=model, args=targs, train_dataset=ds,
+                                  data_collator=VLCollator(processor.pad_token_id, processor.image_token_id))
+    else:
+        from train.finetune import build_vision_cache
+        model = apply_stage(model, family, stage_args)
+        if gc:
+            model.config.use_cache = False
+        collator = (PackedCollator(processor.pad_token_id, processor.image_token_id, speed.vision_cache)
+                    if speed.packing else VLCollator(processor.pad_token_id, processor.image_token_id))
+        trainer = _timed(VLTrainer)(model=model, args=targs, train_dataset=ds, data_collator=collator,
+                                    family=family, group_lrs={"merger": stage_args.merger_lr, "llm": stage_args.llm_lr},
+                                    chunked_loss=speed.chunked_loss, vision_cache=build_vision_cache(speed, family, model))
+    trainer.step_log = []
+    trainer.profile_at = args.warmup - 1 if args.profile and not speed.vision_cache else (
+        (len(recs) // batch) + 1 if args.profile else None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    per_epoch = max(len(recs) // batch, 1)
+    full_log = trainer.step_log
+    log = [s for s in full_log if s is not None]
+    timed = [s for s in (full_log[per_epoch:] if speed.vision_cache else full_log[args.warmup:]) if s is not None]
+    if not timed:
+        raise RuntimeError(f"{name}: no timed steps (steps={steps}, warmup={args.warmup})")
+    tok_s = statistics.median(s["tokens"] / s["seconds"] for s in timed)
+    smp_s = statistics.median(s["samples"] / s["seconds"] for s in timed)
+    n_llm, n_vit = llm_and_vit_params(model)
+    flops = [(4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in timed]
+    out = {"variant": name, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
+           "timed_steps": len(timed), "tokens_per_s": tok_s, "samples_per_s": smp_s,
+           "median_step_s": statistics.median(s["seconds"] for s in timed),
+           "tokens_per_step": statistics.median(s["tokens"] for s in timed),
+           "achieved_tflops": statistics.median(flops) / 1e12,
+           "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else None,
+           "losses": [round(s["loss"], 4) for s in log], "profile": getattr(trainer, "profile", None)}
+    if speed.vision_cache:
+        first = [s for s in full_log[1:per_epoch] if s is not None]
+        out["first_epoch_tokens_per_s"] = statistics.median(s["tokens"] / s["seconds"] for s in first) if first else None
+        out["vision_cache"] = trainer.vision_cache.summary()
+    del trainer, model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
+def loss_check(model_builder, records, stage: int, tmp: Path) -> dict:
+    """(a)'s loss (padded, HF) and (b)'s (packed, varlen, chunked) on the same 8 samples, same weights, eval mode."""
+    from transformers import TrainingArguments
+
+    from train.adapters import apply_stage
+    from train.collator import VLCollator
+    from train.config import StageArguments
+    from train.packing import PackedCollator
+    from train.trainer import VLTrainer
+
+    model, processor, family = model_builder(attn="medvl_varlen")
+    model = apply_stage(model, family, StageArguments(stage=stage).apply_preset()).eval()
+    enc = [processor.encode(r, train=True) for r in records[:8]]
+    dev = next(model.parameters()).device
+    args = TrainingArguments(output_dir=str(tmp / "lc"), report_to=[], remove_unused_columns=False,
+                             use_cpu=dev.type != "cuda")
+
+    def loss(batch, chunked):
+        tr = VLTrainer(model=model, args=args, family=family, group_lrs={}, chunked_loss=chunked)
+        batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        with torch.no_grad():
+            return float(tr.compute_loss(model, batch))
+    la = loss(VLCollator(processor.pad_token_id, processor.image_token_id)(enc), False)
+    lb = loss(PackedCollator(processor.pad_token_id, processor.image_token_id)(enc), True)
+    del model
+    return {"loss_a": la, "loss_b": lb, "rel_diff": abs(la - lb) / abs(la)}
+
+
+def dataloader_rate(processor, records, n: int = 48) -> dict:
+    """CPU side, one worker: decode + resize + tokenise + collate, samples/s."""
+    from train.collator import VLCollator
+    from train.data import VLDataset
+    ds = VLDataset(records[:n], processor)
+    col = VLCollator(processor.pad_token_id, processor.image_token_id)
+    t0 = time.perf_counter()
+    for i in range(0, n, 8):
+        col([ds[j] for j in range(i, min(i + 8, n))])
+    return {"samples_per_s_per_worker": n / (time.perf_counter() - t0)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="bench/configs/qwen2_vl_2b.json")
+    p.add_argument("--tiny", action="store_true", help="CPU smoke run on the tiny qwen2_vl model")
+    p.add_argument("--stage", type=int, default=2, choices=[1, 2])
+    p.add_argument("--variants", nargs="+", default=["a", "b"], choices=list(VARIANTS))
+    p.add_argument("--n", type=int, default=256, help="distinct records")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch_a", type=int, default=8)
+    p.add_argument("--batch_b", type=int, default=32, help="samples packed per row in (b)")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--profile", action="store_true", help="profile one step per variant (not timed)")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+
+    from train.models import get_family
+    from train.preprocess import DEFAULT_SYSTEM, VLProcessor
+    from train.varlen_attention import register
+
+    register()
+    device = torch.device("cuda" if torch.cuda.is_available() and not a.tiny else "cpu")
+    tmpdir = tempfile.TemporaryDirectory()
+    a.tmp = Path(tmpdir.name)
+    if a.tiny:
+        from train.loader import load_model_and_processor
+        from train.tiny_model import build_tiny_model
+        ckpt = build_tiny_model("qwen2_vl", a.tmp / "tiny")
+
+        def builder(attn):
+            return load_model_and_processor(str(ckpt), dtype="float32", attn_implementation=attn)
+        a.n, a.steps, a.warmup, a.batch_a, a.batch_b, a.workers = 16, 2, 1, 4, 8, 0
+        size = (40, 64)
+    else:
+        from bench.random_checkpoint import build_in_memory
+
+        def builder(attn):
+            model, tok, improc = build_in_memory(a.config, "bfloat16", device="cuda", attn_implementation=attn)
+            fam = get_family(model.config)
+            return model, VLProcessor(tok, improc, fam, max_len=4096, system_prompt=DEFAULT_SYSTEM), fam
+        size = (448, 561)
+    _, proc0, _ = builder("sdpa")
+    records = make_records(proc0.tokenizer, a.n, a.tmp, size=size)
+    result = {"config": a.config if not a.tiny else "tiny", "device": torch.cuda.get_device_name() if device.type == "cuda"
+              else "cpu", "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
+              "peak_bf16_tflops_measured": measured_peak_flops(device) / 1e12,
+              "dataloader": dataloader_rate(proc0, records), "loss_check": loss_check(builder, records, a.stage, a.tmp),
+              "runs": []}
+    del proc0
+    import transformers
+    result["transformers"] = transformers.__version__
+    for v in a.variants:
+        t0 = time.time()
+        try:
+            r = run_variant(v, builder, records, a, a.stage, device)
+        except torch.OutOfMemoryError as e:
+            r = {"variant": v, "error": f"OOM: {str(e)[:200]}"}
+            torch.cuda.empty_cache()
+        r["wall_s"] = round(time.time() - t0, 1)
+        result["runs"].append(r)
+        print(json.dumps(r), flush=True)
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(result, indent=1))
+    base = next((r for r in result["runs"] if r["variant"] == "a" and "error" not in r), None)
+    peak = result["peak_bf16_tflops_measured"]
+    print(f"\n{result['config']} stage {a.stage} on {result['device']}; loss a={result['loss_check']['loss_a']:.4f} "
+          f"b={result['loss_check']['loss_b']:.4f} (rel diff {result['loss_check']['rel_diff']:.2e}); "
+          f"dataloader {result['dataloader']['samples_per_s_per_worker']:.1f} samples/s/worker")
+    print("| variant | batch | GC | tokens/s | samples/s | peak GiB | MFU | vs a |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in result["runs"]:
+        if "error" in r:
+            print(f"| {r['variant']} | | | {r['error'][:40]} | | | | |")
+            continue
+        ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else float("nan")
+        mfu = r["achieved_tflops"] / peak if peak == peak else float("nan")
+        print(f"| {r['variant']} | {r['batch']} | {r['gradient_checkpointing']} | {r['tokens_per_s']:.0f} | "
+              f"{r['samples_per_s']:.2f} | {r['peak_gib'] or 0:.1f} | {mfu:.1%} | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
