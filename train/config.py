@@ -38,6 +38,13 @@ class DataArguments:
     skip_validation: bool = field(default=False, metadata={"help": "skip the pre-training validation pass"})
     gen_eval_samples: int = field(default=64, metadata={"help": "validation subset size for generation metrics (0: off)"})
     gen_max_new_tokens: int = field(default=32)
+    curriculum: str = field(default="none", metadata={
+        "help": "order of the training data (train/curriculum.py): none (the Trainer's shuffle) | open_then_closed | "
+                "closed_then_open | mixed (open/closed interleaved evenly) | custom (--curriculum_key)"})
+    curriculum_key: str | None = field(default=None, metadata={
+        "help": "custom/mixed: meta fields and value order, e.g. 'task=vqa|grounding,answer_type=open|closed'"})
+    curriculum_scope: str = field(default="run", metadata={
+        "help": "run: the phases span the whole run | epoch: they repeat in every epoch"})
 
 
 @dataclass

@@ -105,6 +105,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     from data_process.validate import validate_records
     from .adapters import apply_stage, trainable_summary
     from .collator import VLCollator
+    from .curriculum import build_plan
     from .packing import PackedCollator
     from .data import VLDataset, load_records
     from .loader import load_model_and_processor
@@ -151,6 +152,10 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     if targs.gradient_checkpointing:
         model.config.use_cache = False
     train_ds = VLDataset(splits["train"], processor)
+    curriculum = build_plan(splits["train"], dargs.curriculum, dargs.curriculum_key, dargs.curriculum_scope)
+    if curriculum is not None and targs.train_sampling_strategy != "random":
+        raise ValueError(f"--curriculum {dargs.curriculum} orders the data itself; it cannot be combined with "
+                         f"--train_sampling_strategy {targs.train_sampling_strategy}")
     eval_ds = VLDataset(splits["eval"], processor) if "eval" in splits else None
     validator = None
     if eval_ds is not None and dargs.gen_eval_samples > 0:
@@ -177,7 +182,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
                        if fargs.packing else VLCollator(processor.pad_token_id, processor.image_token_id)),
         chunked_loss=fargs.chunked_loss, loss_chunk=fargs.loss_chunk, vision_cache=vision_cache,
         processing_class=processor.tokenizer, family=family, group_lrs=group_lrs, validator=validator,
-        callbacks=[GroupLRCheck()])
+        curriculum=curriculum, callbacks=[GroupLRCheck()])
 
     resume = None
     if sargs.resume and out.is_dir():
@@ -199,6 +204,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         "failed_at_train_time": train_ds.failed, "resumed_from": resume,
         "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs), "speed": asdict(fargs)},
         "vision_cache": vision_cache.summary() if vision_cache else None,
+        "curriculum": (trainer.curriculum_sampler.describe(splits["train"]) if trainer.curriculum_sampler
+                       else {"curriculum": "none"}),
         "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"], "world_size": targs.world_size,
         "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None,
     }
@@ -206,6 +213,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         processor.tokenizer.save_pretrained(out)
         processor.image_processor.save_pretrained(out)
         write_json(out / "run_summary.json", summary)
+        if trainer.curriculum_sampler:  # the full order: record ids per planned epoch
+            write_json(out / "curriculum_order.json", trainer.curriculum_sampler.order_ids(splits["train"]), indent=None)
         (out / "STAGE_DONE").write_text(f"stage {sargs.stage}\n")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -34,11 +34,38 @@ class VLTrainer(Trainer):
     calls this when ds_configs carry no optimizer block) and `evaluate` (eval loss + greedy-generation metrics)."""
 
     def __init__(self, *args, family: ModelFamily, group_lrs: dict[str, float | None], validator=None,
-                 chunked_loss: bool = False, loss_chunk: int = 4096, vision_cache=None, **kwargs):
+                 chunked_loss: bool = False, loss_chunk: int = 4096, vision_cache=None, curriculum=None, **kwargs):
         self.family, self.validator = family, validator
+        self.curriculum, self.curriculum_sampler = curriculum, None  # train/curriculum.py: a CurriculumPlan or None
         self.group_lrs = group_lrs
         self.chunked_loss, self.loss_chunk, self.vision_cache = chunked_loss, loss_chunk, vision_cache
         super().__init__(*args, **kwargs)
+
+    # -- data order (train/curriculum.py) -------------------------------------------------------
+    def _get_train_sampler(self, train_dataset=None):
+        if self.curriculum is None:
+            return super()._get_train_sampler(train_dataset)
+        from .curriculum import CurriculumSampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        self.curriculum_sampler = CurriculumSampler(self.curriculum, seed)
+        return self.curriculum_sampler
+
+    def set_initial_training_values(self, args, dataloader):
+        """The run length, from the Trainer's own arithmetic, lays out a run-scope curriculum."""
+        values = super().set_initial_training_values(args, dataloader)
+        if self.curriculum_sampler is not None:
+            from .curriculum import consumed_samples
+            epochs, per_epoch, _, _, total_batch, _, max_steps = values
+            s = self.curriculum_sampler
+            s.plan_run(epochs, consumed_samples(epochs, per_epoch, max_steps, total_batch, len(s)))
+        return values
+
+    def _run_epoch(self, *args, **kwargs):
+        # On a resumed multi-GPU run accelerate wraps the batch sampler in a skip wrapper that does not pass
+        # set_epoch on: set it here, or the resumed epoch would replay epoch 0's order.
+        if self.curriculum_sampler is not None:
+            self.curriculum_sampler.set_epoch(kwargs["epoch"])
+        return super()._run_epoch(*args, **kwargs)
 
     # -- optimizer ------------------------------------------------------------------------------
     def expected_group_lrs(self) -> dict[str, float]:
