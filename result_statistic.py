@@ -6,7 +6,13 @@ type_mapping.json (from `python -m data_process.data_trans`). Writes, atomically
   <out_dir>/model_comparison_tables.md   one table per category, best per row in bold, CIs, paired tests, notes
   <out_dir>/model_comparison_tables.txt  the same as plain text (best marked with *)
   <out_dir>/evaluation_metrics.json      every number, per-sample scores, paired tests
-  <out_dir>/plots/*.png                  bar charts per category group (unless --no_plots)
+  <out_dir>/plots/*.png                  bar charts per category group, headline.png (every category's headline
+                                         metric), curves_<stage>.png (training curves) (unless --no_plots)
+  <out_dir>/report.html                  with --html: one self-contained page with the tables, curves, plots and
+                                         a gallery of images, questions, answers and boxes (eval/report.py)
+
+Training curves are read from the TensorBoard events of the runs behind the evaluated adapters (their
+run_summary.json), or of the folders given with --runs.
 
 The first model is the base that the paired tests compare the others with: give the order with --models,
 else the model directories are taken alphabetically with one named "base" first.
@@ -21,6 +27,8 @@ examples:
       --models base stage1 stage2 --bertscore_model roberta-large
   python result_statistic.py --pred_dir result/predictions --type_mapping data/type_mapping.json --out_dir result \\
       --bertscore_model /models/minilm --bertscore_layers 6 --allow_missing_metrics --no_plots
+  python result_statistic.py --pred_dir result/predictions --type_mapping data/type_mapping.json --out_dir result \
+      --html --test_data data/test.json --runs outputs/qwen2vl2b
 """
 from __future__ import annotations
 
@@ -64,14 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "tuned value, or the last layer of a local model)")
     p.add_argument("--allow_missing_metrics", action="store_true",
                    help="record a metric that cannot be computed with its reason instead of stopping")
-    p.add_argument("--no_plots", action="store_true", help="skip the PNG bar charts")
+    p.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--html", action="store_true", help="also write <out_dir>/report.html (needs --test_data)")
+    p.add_argument("--test_data", type=Path, default=None,
+                   help="the test.json the predictions were made from (images and boxes of the report)")
+    p.add_argument("--image_root", default=None, help="folder that relative image paths in --test_data start from")
+    p.add_argument("--runs", nargs="+", type=Path, default=None, metavar="DIR",
+                   help="training output folders whose TensorBoard curves to plot (default: the folders of the "
+                        "evaluated adapters that hold a run_summary.json)")
+    p.add_argument("--html_max_samples", type=int, default=1000, metavar="N",
+                   help="gallery size of the report; above it a seeded random subset (default 1000)")
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and paired tests (default 0)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.html and args.test_data is None:
+        parser.error("--html needs --test_data (the test.json the predictions were made from: images and boxes)")
+    from eval.curves import find_runs, runs_from_results
     from eval.evaluate import compare_models, evaluate_models
     from eval.tables import compact_overall, write_tables
 
@@ -81,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate_models(paths, args.type_mapping, default_family=args.family,
                                   bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers,
                                   allow_missing=args.allow_missing_metrics, n_boot=args.n_boot, seed=args.seed)
+        runs = find_runs(args.runs) if args.runs else None
     except ValueError as e:  # DataError (bad input, named sample) or an unknown --family
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -92,11 +114,26 @@ def main(argv: list[str] | None = None) -> int:
     written = write_tables(results, args.out_dir, comparisons)
     for key in ("md", "txt", "json"):
         print(f"{key}: {written[key]}")
-    if not args.no_plots:
-        from eval.plots import write_plots
+    plots = None
+    if args.html or not args.no_plots:
+        from eval.plots import render_plots, write_plots
 
-        for path in write_plots(results, args.out_dir / "plots"):
+        runs = runs if runs is not None else runs_from_results(results)
+        plots = render_plots(results, runs)  # rendered once: written as PNGs and embedded in the report
+    if not args.no_plots:
+        for path in write_plots(results, args.out_dir / "plots", plots=plots):
             print(f"plot: {path}")
+    if args.html:
+        from eval.report import write_report
+
+        try:
+            path = write_report(results, comparisons, args.out_dir / "report.html", test_data=args.test_data,
+                                runs=runs, image_root=args.image_root, max_samples=args.html_max_samples,
+                                seed=args.seed, plots=plots)
+        except ValueError as e:  # the test data does not match the predictions
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"html: {path}")
     print()
     print(compact_overall(results))
     return 0

@@ -53,6 +53,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from tqdm import tqdm
+
 from data_process.io import DataError, iter_jsonl, read_json
 from eval.metrics import COCO_METRICS, DEFAULT_METRICS, TEXT_METRICS, closed, grounding, nlg, stats
 from eval.metrics.errors import MetricUnavailable
@@ -321,7 +323,8 @@ def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, se
 
     tok = col.run(COCO_METRICS, lambda: _tokenize(preds, refs, ids))
     out = {}
-    for cat, idx in cats.items():
+    # METEOR (a JVM call) and CIDEr run per category: the slow part on a large test set
+    for cat, idx in tqdm(cats.items(), desc="metrics per category", unit="cat", leave=False, mininterval=1):
         sub_types = {infos[i]["answer_type"] for i in idx}
         is_closed, is_open = sub_types == {"closed"}, sub_types == {"open"}
         # yes/no P/R/F1 only for yes/no questions (an open answer "no lesion" also starts with "no")
@@ -494,7 +497,7 @@ def evaluate_models(pred_paths: Mapping[str, str | os.PathLike], type_mapping, *
     mapping = load_type_mapping(type_mapping)
     out = {}
     with CocoSession() as session:
-        for name, path in pred_paths.items():
+        for name, path in tqdm(pred_paths.items(), desc="metrics", unit="model", mininterval=1):
             known = (read_run_info(path) or {}).get("family")
             out[name] = evaluate_predictions(path, mapping, None if known else default_family, session=session,
                                              model_name=name, **kw)

@@ -1,4 +1,5 @@
-"""Bar charts of the comparison: one PNG per category group, one panel per category, bars = models.
+"""Plots of a comparison: bars per category group (a panel per category, bars = models), the headline metric of
+every category in one chart, and training curves per stage from TensorBoard events (eval/curves.py).
 
     paths = write_plots({"base": r_base, "stage2": r_stage2}, "result/plots")
 
@@ -15,6 +16,7 @@ import math
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -49,14 +51,18 @@ def category_groups(categories) -> dict[str, list[str]]:
     return groups
 
 
-def _save_png(fig, path: Path) -> None:
+def png_bytes(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _save_png(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
+            f.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a plot is as readable as any other output
@@ -104,29 +110,169 @@ def _panel(ax, cat: str, results: Mapping[str, dict]) -> bool:
     return True
 
 
-def write_plots(results: Mapping[str, dict], out_dir: str | os.PathLike) -> list[Path]:
-    """One PNG per category group under out_dir; returns the paths written."""
-    out_dir = Path(out_dir)
+def category_figures(results: Mapping[str, dict]):
+    """(name, figure) per category group; the caller closes each figure."""
     cats = {c for r in results.values() for c in r["categories"]}
-    paths = []
     for group, members in category_groups(cats).items():
         ncols = min(3, len(members))
         nrows = math.ceil(len(members) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+        drawn = [_panel(ax, c, results) for ax, c in zip(axes.flat, members)]
+        for ax in list(axes.flat)[len(members):]:
+            ax.set_axis_off()
+        if not any(drawn):
+            plt.close(fig)
+            continue
+        handles, labels = next(ax for ax, d in zip(axes.flat, drawn) if d).get_legend_handles_labels()
+        fig.suptitle(f"{group}  (error bars: 95% bootstrap CI of headline metrics)", fontsize=10, y=0.995)
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.96), ncol=len(labels), fontsize=8,
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))  # ~0.75 in for title + legend
+        yield re.sub(r"[^A-Za-z0-9_.-]+", "_", group), fig
+
+
+def headline_figure(results: Mapping[str, dict]):
+    """One panel, every category: each model's headline metric (closed accuracy / mean IoU / token F1) with its CI.
+
+    The at-a-glance view: where did fine-tuning move the number that matters for that category."""
+    from .evaluate import headline_metric
+
+    models = list(results)
+    cats = sorted({c for r in results.values() for c in r["categories"]}, key=category_order)
+    rows = []  # (category, metric)
+    for c in cats:
+        first = next(r["categories"][c] for r in results.values() if c in r["categories"])
+        m = headline_metric(first)
+        if m is not None:
+            rows.append((c, m))
+    if not rows:
+        return None
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(min(24.0, max(6.0, 0.35 * len(rows) * len(models) + 2)), 4.2))
+    for j, model in enumerate(models):
+        xs, ys, lo, hi = [], [], [], []
+        for i, (c, m) in enumerate(rows):
+            entry = (results[model]["categories"].get(c) or {}).get("metrics", {}).get(m)
+            if entry is None:
+                continue  # never a bar of 0 for a number that was not computed
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(entry["score"])
+            ci = entry.get("ci") or {}
+            lo.append(entry["score"] - ci["low"] if ci.get("low") is not None else 0.0)
+            hi.append(ci["high"] - entry["score"] if ci.get("high") is not None else 0.0)
+        ax.bar(xs, ys, width, label=model)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", ecolor="black", elinewidth=1, capsize=2)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([f"{c}\n{METRIC_INFO[m][0]}" for c, m in rows], rotation=40, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("headline metric")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=len(models), loc="upper center", bbox_to_anchor=(0.5, 1.14), frameon=False)
+    ax.set_title("headline metric per category (95% bootstrap CI)", fontsize=10, pad=24)
+    fig.tight_layout()
+    return fig
+
+
+# TensorBoard tags that are bookkeeping, not curves (HF Trainer logs these once or per step)
+_NOT_CURVES = ("runtime", "per_second", "flos", "epoch", "train/train_loss")
+
+
+def curve_panels(scalars: Mapping[str, list]) -> dict[str, list[str]]:
+    """{panel title: tags}: loss (train + eval), eval metrics, learning rate(s), grad norm, anything else."""
+    panels: dict[str, list[str]] = {"loss": [], "eval metrics": [], "learning rate": [], "grad norm": [], "other": []}
+    for tag in sorted(scalars):
+        if any(k in tag for k in _NOT_CURVES) or not scalars[tag]:
+            continue
+        name = tag.rsplit("/", 1)[-1]
+        if name == "loss":
+            panels["loss"].append(tag)
+        elif "learning_rate" in name or name.startswith("lr"):
+            panels["learning rate"].append(tag)
+        elif name == "grad_norm":
+            panels["grad norm"].append(tag)
+        elif tag.startswith("eval/"):
+            panels["eval metrics"].append(tag)
+        else:
+            panels["other"].append(tag)
+    return {k: v for k, v in panels.items() if v}
+
+
+def curve_figure(run):
+    """One figure for a training run (eval.curves.TrainingRun): a panel per curve_panels group; None if empty."""
+    panels = curve_panels(run.scalars)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
+    for ax, (title, tags) in zip(axes.flat, panels.items()):
+        for tag in tags:
+            steps, values = zip(*run.scalars[tag])
+            style = "o-" if len(steps) < 30 else "-"  # sparse eval points stay visible
+            ax.plot(steps, values, style, markersize=3, linewidth=1.2, label=tag)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        if title == "learning rate":
+            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{run.label}: {run.tensorboard_dir}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def run_file_stems(runs) -> list[str]:
+    """curves_<stage dir name>, made unique (two experiments both have a "stage1")."""
+    stems: list[str] = []
+    for run in runs:
+        name = run.run_dir.name if run.run_dir is not None else run.label
+        stem = "curves_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
+        k, unique = 2, stem
+        while unique in stems:
+            unique, k = f"{stem}_{k}", k + 1
+        stems.append(unique)
+    return stems
+
+
+@dataclass
+class Plot:
+    kind: str       # "bars" (a category group), "headline", "curves" (a training run)
+    stem: str       # file name without .png
+    caption: str
+    png: bytes
+
+
+def render_plots(results: Mapping[str, dict], runs=()) -> list[Plot]:
+    """Every plot as PNG bytes, rendered once (write_plots writes them; eval/report.py embeds the same bytes).
+
+    runs: eval.curves.TrainingRun list (training curves per stage)."""
+    out = []
+
+    def add(kind: str, stem: str, caption: str, fig) -> None:
         try:
-            drawn = [_panel(ax, c, results) for ax, c in zip(axes.flat, members)]
-            for ax in list(axes.flat)[len(members):]:
-                ax.set_axis_off()
-            if not any(drawn):
-                continue
-            handles, labels = next(ax for ax, d in zip(axes.flat, drawn) if d).get_legend_handles_labels()
-            fig.suptitle(f"{group}  (error bars: 95% bootstrap CI of headline metrics)", fontsize=10, y=0.995)
-            fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.96), ncol=len(labels), fontsize=8,
-                       frameon=False)
-            fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))  # ~0.75 in for title + legend
-            path = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', group)}.png"
-            _save_png(fig, path)
-            paths.append(path)
+            out.append(Plot(kind, stem, caption, png_bytes(fig)))
         finally:
             plt.close(fig)
+
+    for name, fig in category_figures(results):
+        add("bars", name, name, fig)
+    fig = headline_figure(results)
+    if fig is not None:
+        add("headline", "headline", "headline metric per category", fig)
+    for run, stem in zip(runs, run_file_stems(runs)):
+        fig = curve_figure(run)
+        if fig is not None:
+            add("curves", stem, f"{run.label} — {run.tensorboard_dir}", fig)
+    return out
+
+
+def write_plots(results: Mapping[str, dict], out_dir: str | os.PathLike, runs=(),
+                plots: list[Plot] | None = None) -> list[Path]:
+    """PNGs under out_dir: one per category group, headline.png, and curves_<stage>.png per training run.
+    plots: already rendered (render_plots), else rendered here. Returns the paths written."""
+    out_dir = Path(out_dir)
+    paths = []
+    for plot in plots if plots is not None else render_plots(results, runs):
+        path = out_dir / f"{plot.stem}.png"
+        _save_png(plot.png, path)
+        paths.append(path)
     return paths

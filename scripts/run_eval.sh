@@ -3,7 +3,8 @@
 #   MODELS="base=Qwen/Qwen2-VL-2B-Instruct stage2=Qwen/Qwen2-VL-2B-Instruct+outputs/run/stage1+outputs/run/stage2" \
 #   TEST_DATA=eval_data/test.json TYPE_MAPPING=eval_data/type_mapping.json RESULT_DIR=result bash scripts/run_eval.sh
 # Optional: BATCH_SIZE (8), MAX_NEW_TOKENS (64), PROMPT_MODE default|custom + SYSTEM_PROMPT_FILE,
-#           BERTSCORE_MODEL (name or local path) + BERTSCORE_LAYERS, GEN_ARGS / STAT_ARGS (extra flags).
+#           BERTSCORE_MODEL (name or local path) + BERTSCORE_LAYERS, GEN_ARGS / STAT_ARGS (extra flags),
+#           HTML=0 (skip RESULT_DIR/report.html), RUNS (training output folders for its curves; default: the adapters').
 # Reruns resume: ids already in predictions.jsonl are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,8 @@ prompt_args=(--prompt_mode "${PROMPT_MODE:-default}")
   --out_dir "$PRED_DIR" --batch_size "${BATCH_SIZE:-8}"
 stat_args=()
 [ -n "${BERTSCORE_MODEL:-}" ] && stat_args+=(--bertscore_model "$BERTSCORE_MODEL" ${BERTSCORE_LAYERS:+--bertscore_layers "$BERTSCORE_LAYERS"})
+[ "${HTML:-1}" != 0 ] && stat_args+=(--html --test_data "$TEST_DATA")
+[ -n "${RUNS:-}" ] && stat_args+=(--runs $RUNS)
 names=(); for m in $MODELS; do names+=("${m%%=*}"); done
 "$PY" result_statistic.py --pred_dir "$PRED_DIR" --type_mapping "$TYPE_MAPPING" --out_dir "$RESULT_DIR" \
   --models "${names[@]}" "${stat_args[@]}" ${STAT_ARGS:-}

@@ -1,0 +1,232 @@
+"""The HTML report (eval/report.py), its plots and curves, rendered in headless Chromium.
+
+Inputs: the hand-built predictions of tests/test_evaluate.py (two families with different box formats describing the
+same pixels), a test.json with real images (one of them missing on disk), and a training run written with the same
+TensorBoard writer the HF Trainer uses. The metrics run without a JVM (--allow_missing_metrics with java hidden), so
+the whole module takes seconds; the JVM path of result_statistic.py is covered by tests/test_result_statistic.py.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import result_statistic
+from data_process.io import DataError
+from eval.curves import find_runs, read_scalars
+from eval.report import per_sample_scores, verdict
+from tests.conftest import write_image
+from tests.test_evaluate import IMAGE, REF_BOXES, VQA, write_fixture
+
+MISSING_IMAGE_ID = "o3"
+
+
+def write_run(run_dir: Path, stage: int, points: dict[str, list[tuple[int, float]]], relative_to: Path | None = None):
+    """A stage output dir like train/finetune.py writes: run_summary.json naming its TensorBoard dir."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    tb = run_dir / "tensorboard"
+    w = SummaryWriter(str(tb))
+    for tag, series in points.items():
+        for step, value in series:
+            w.add_scalar(tag, value, step)
+    w.close()
+    named = str(tb.relative_to(relative_to)) if relative_to else str(tb)
+    (run_dir / "run_summary.json").write_text(json.dumps({"stage": stage, "tensorboard_dir": named}))
+    return tb
+
+
+STAGE2_POINTS = {"train/loss": [(10, 2.0), (20, 1.0), (30, 0.5)], "train/learning_rate": [(10, 1e-3), (20, 5e-4), (30, 1e-4)],
+                 "eval/loss": [(20, 1.2), (30, 0.7)], "eval/closed_accuracy": [(20, 0.5), (30, 0.75)],
+                 "train/train_runtime": [(30, 12.0)]}
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    pred_dir, mapping = write_fixture(root)
+    records = []
+    for k, rid in enumerate([*VQA, *REF_BOXES]):
+        img = root / "img" / f"{rid}.png"
+        img.parent.mkdir(exist_ok=True)
+        if rid != MISSING_IMAGE_ID:
+            write_image(img, size=tuple(IMAGE), seed=k)
+        meta = {"dataset": "vqa_rad", "boxes": [{"label": "lesion", "xyxy": REF_BOXES[rid], "image_size": IMAGE}]
+                if rid in REF_BOXES else []}
+        records.append({"id": rid, "image": str(img), "conversations": [
+            {"from": "human", "value": "<image>\nq?"}, {"from": "gpt", "value": "a"}], "meta": meta})
+    test_json = root / "test.json"
+    test_json.write_text(json.dumps(records))
+    runs = root / "runs"
+    write_run(runs / "stage1", 1, {"train/loss": [(5, 3.0), (10, 2.5)]})
+    write_run(runs / "stage2", 2, STAGE2_POINTS)
+    out = root / "result"
+    mp = pytest.MonkeyPatch()
+    real_which = shutil.which
+    mp.setattr(shutil, "which", lambda name, *a, **k: None if name == "java" else real_which(name, *a, **k))
+    try:
+        rc = result_statistic.main(["--pred_dir", str(pred_dir), "--type_mapping", str(mapping), "--out_dir", str(out),
+                                    "--n_boot", "50", "--allow_missing_metrics", "--html", "--test_data",
+                                    str(test_json), "--runs", str(runs)])
+    finally:
+        mp.undo()
+    assert rc == 0
+    results = json.loads((out / "evaluation_metrics.json").read_text())["results"]  # what the report was made from
+    return {"root": root, "out": out, "html": (out / "report.html").read_text(), "results": results,
+            "test_json": test_json, "pred_dir": pred_dir, "mapping": mapping, "runs": runs}
+
+
+def _cards(page: str) -> dict[str, str]:
+    """{sample id: card html}."""
+    cards = re.findall(r'<div class="card".*?<div class="id">(.*?) · .*?</div></div>', page, flags=re.S)
+    bodies = re.split(r'(?=<div class="card")', page)[1:]
+    return dict(zip(cards, bodies))
+
+
+def test_self_contained(report):
+    page = report["html"]
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<link" not in page and "@import" not in page
+    assert all(v.startswith("data:") for v in re.findall(r'<img[^>]* src="([^"]*)"', page))
+    assert "default-src 'none'" in page  # the CSP: anything external would be blocked and logged
+
+
+def test_gallery_cards_verdicts_and_boxes(report):
+    cards = _cards(report["html"])
+    assert set(cards) == {*VQA, *REF_BOXES}
+    # right/wrong marks follow the per-sample scores the tables averaged
+    for model, res in report["results"].items():
+        scores = per_sample_scores(res)
+        for rid in cards:
+            ok, _ = verdict(scores.get(rid))
+            assert f"{model}={int(ok)}" in re.search(r'data-ok="([^"]*)"', cards[rid]).group(1), (model, rid)
+    assert 'data-ok="base=0 stage2=1"' in cards["m1"]  # base said MRI to a CT, stage2 CT
+    # boxes: both families' texts land on the same original pixels as the reference
+    def rects(card, cls):
+        return [tuple(float(v) for v in m) for m in re.findall(
+            rf'<rect class="{cls}"[^>]*x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)"', card)]
+    assert rects(cards["b1"], "ref") == [(20.0, 10.0, 40.0, 40.0)]
+    assert rects(cards["b1"], "pred") == [(20.0, 10.0, 40.0, 40.0)] * 2
+    assert rects(cards["b2"], "pred") == [(150.0, 0.0, 50.0, 100.0), (100.0, 0.0, 100.0, 100.0)]  # base IoU 0.5
+    assert len(rects(cards["b3"], "pred")) == 1 and "no parsable box" in cards["b3"]  # base gave no box
+    assert 'viewBox="0 0 200 100"' in cards["b1"]
+    # a missing image is shown and counted, not dropped
+    assert "image not readable" in cards[MISSING_IMAGE_ID] and "missing_image" in cards[MISSING_IMAGE_ID]
+    assert "1 sample(s) whose image could not be read" in report["html"]
+
+
+def test_tables_curves_and_plots(report):
+    page, out = report["html"], report["out"]
+    for cat in ("overall", "closed/yes_no", "grounding", "native/question_type/POS"):
+        assert f"<h3>{cat} <small>" in page
+    assert "0.889 [" in page  # stage2 closed accuracy with its CI, as in the md table
+    assert page.count('<figcaption>stage ') == 2
+    plots = {p.name for p in (out / "plots").glob("*.png")}
+    assert {"headline.png", "curves_stage1.png", "curves_stage2.png", "main.png", "grounding.png"} <= plots
+
+
+def test_curves_read_back(report, tmp_path):
+    runs = {r.label: r for r in find_runs([report["runs"]])}
+    assert set(runs) == {"stage 1", "stage 2"}
+    got = runs["stage 2"].scalars
+    for tag, series in STAGE2_POINTS.items():
+        assert [s for s, _ in got[tag]] == [s for s, _ in series]
+        assert [v for _, v in got[tag]] == pytest.approx([v for _, v in series], rel=1e-6)
+    from eval.plots import curve_panels
+
+    panels = curve_panels(got)
+    assert panels == {"loss": ["eval/loss", "train/loss"], "eval metrics": ["eval/closed_accuracy"],
+                      "learning rate": ["train/learning_rate"]}  # bookkeeping (train_runtime) left out
+    # run_summary.json with a path relative to where training ran, found from elsewhere; a resumed run's repeated
+    # step keeps the later value
+    tb = write_run(tmp_path / "exp" / "stage2", 2, {"train/loss": [(1, 5.0), (2, 4.0)]}, relative_to=tmp_path)
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(tb))
+    w.add_scalar("train/loss", 3.0, 2)
+    w.close()
+    (run,) = find_runs([tmp_path / "exp"])
+    assert run.tensorboard_dir == tb and read_scalars(tb)["train/loss"] == [(1, 5.0), (2, 3.0)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no TensorBoard event files"):
+        find_runs([tmp_path / "empty"])
+    with pytest.raises(DataError, match="not found"):
+        find_runs([tmp_path / "nope"])
+
+
+def test_rerender_from_metrics_json(report, tmp_path, capsys):
+    from eval.report import main
+
+    out = tmp_path / "again.html"
+    assert main(["--metrics", str(report["out"] / "evaluation_metrics.json"), "--test_data", str(report["test_json"]),
+                 "--out", str(out), "--max_samples", "5"]) == 0
+    page = out.read_text()
+    assert len(_cards(page)) == 5 and "5 of 15 answered samples (a seeded random subset: max 5, seed 0)" in page
+    assert "<figcaption>stage" not in page and "No training runs found" in page  # adapters "[]": nothing to find
+    # a test file that is not the one the predictions came from
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"id": "zzz", "image": "x.png", "conversations": []}]))
+    assert main(["--metrics", str(report["out"] / "evaluation_metrics.json"), "--test_data", str(other)]) == 2
+    assert "none of the 15 predicted ids" in capsys.readouterr().err
+
+
+def test_html_needs_test_data(report, capsys):
+    with pytest.raises(SystemExit) as e:
+        result_statistic.main(["--pred_dir", str(report["pred_dir"]), "--type_mapping", str(report["mapping"]),
+                               "--out_dir", str(report["root"] / "x"), "--html"])
+    assert e.value.code == 2 and "--html needs --test_data" in capsys.readouterr().err
+
+
+def test_renders_in_chromium_with_working_filters(report):
+    """The browser shows it (not blank, every image decoded), no console error, and each filter shows what the
+    per-sample scores say it should."""
+    from eval.report_check import ink_fraction, render
+
+    res = report["results"]
+    right = {m: {i for i, s in per_sample_scores(r).items() if verdict(s)[0]} for m, r in res.items()}
+    ids = {*VQA, *REF_BOXES}
+    checks = {
+        'medvlFilter("", "", "")': len(ids),
+        'medvlFilter("closed", "", "")': res["base"]["categories"]["closed"]["n"],
+        'medvlFilter("grounding", "", "")': len(REF_BOXES),
+        'medvlFilter("", "vqa_rad", "right:stage2")': len(right["stage2"]),
+        'medvlFilter("", "", "wrong:base")': len(ids - right["base"]),
+        'medvlFilter("", "", "disagree")': len(right["base"] ^ right["stage2"]),
+        'medvlFilter("", "", "all-right")': len(right["base"] & right["stage2"]),
+        'medvlFilter("closed/yes_no", "", "wrong:stage2")':
+            len(set(res["stage2"]["categories"]["closed/yes_no"]["ids"]) - right["stage2"]),
+    }
+    exprs = list(checks) + [
+        'medvlFilter("", "", "")',
+        "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length",
+        "document.querySelectorAll('.card img').length",
+    ]
+    html_path = report["out"] / "report.html"
+    got = render(html_path, max_height=2500, evaluate=exprs)
+    assert got.console_errors == []
+    assert got.values[:len(checks)] == list(checks.values())
+    assert got.values[-2] == 0 and got.values[-1] == len(ids) - 1  # every image decoded; the missing one has none
+    assert ink_fraction(got.png) > 0.05
+    (report["root"] / "report.png").write_bytes(got.png)
+
+
+def test_browser_check_catches_errors(tmp_path, capsys):
+    """The check itself can fail: a script error, console.error, a CSP-blocked external load, a blank page."""
+    from eval.report_check import main
+
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!doctype html><html><head><meta http-equiv=\"Content-Security-Policy\" content=\"default-src "
+                   "'none'; img-src data:; script-src 'unsafe-inline'\"></head><body><h1>page</h1>"
+                   "<img src=\"https://example.invalid/x.png\"><script>console.error('boom'); nope();</script>"
+                   "</body></html>")
+    assert main([str(bad), "--out", str(tmp_path / "bad.png"), "--height", "400"]) == 1
+    err = capsys.readouterr().err
+    assert "ReferenceError: nope is not defined" in err and "console.error: boom" in err
+    assert "Content Security Policy" in err
+    blank = tmp_path / "blank.html"
+    blank.write_text("<!doctype html><html><body></body></html>")
+    assert main([str(blank), "--out", str(tmp_path / "blank.png"), "--height", "400"]) == 1
+    assert "0.0% non-background pixels" in capsys.readouterr().out
