@@ -4,9 +4,12 @@ Conventions (all converters):
 - `convert(...) -> (records, report)`; every row read ends up converted, rejected (reason + id) or skipped by an explicit
   filter the user asked for (`--lang`, `--split` on files that carry several splits):
   `read == converted + sum(len(ids) for ids in rejected.values()) + sum(skipped.values())`.
-- Structural problems of the input (missing file, malformed JSON/line, missing column) raise `DataError` naming the file
-  and row; problems of one row (missing image, empty answer, unknown field value) reject that row.
-- Image paths are written absolute, so the output JSON works from any working directory.
+- Structural problems of the input (missing file, malformed JSON file, missing column) raise `DataError` naming the file
+  and row; problems of one row (missing image, empty answer, unknown field value) reject that row. A .jsonl line that is
+  not valid UTF-8 or not JSON is such a row: rejected as `<file>:line N` (invalid_utf8 / malformed_json).
+- Image paths are written absolute, so the output JSON works from any working directory. A name that resolves outside
+  --image_root (`../../x.jpg`, an absolute path elsewhere) is rejected as `image_outside_root` unless
+  --allow_outside_root is given.
 - A repeated id with the same content is rejected as `duplicate_row`; a repeated id with different content gets the
   deterministic suffix `-dup2`, `-dup3`, ... (order of appearance) and is counted in `notes.ids_disambiguated`.
 """
@@ -25,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-from .io import DataError, iter_jsonl, read_json, write_json, write_jsonl
+from .io import BadLine, DataError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
 from .schema import IMAGE_TAG, make_record
 
 # --------------------------------------------------------------------------------------------------------- report
@@ -98,18 +101,23 @@ class IdRegistry:
 
     def __init__(self, report: Report):
         self.report = report
-        self.seen: dict[str, set] = {}
+        # id -> digest of its content (a list of digests once the id repeats): ~100 bytes per id, so a 500k-row
+        # file streams in bounded memory
+        self.seen: dict[str, bytes | list[bytes]] = {}
 
     def assign(self, base: str, content: Any) -> str | None:
-        key = hashlib.sha1(repr(content).encode("utf-8")).hexdigest()
-        contents = self.seen.setdefault(base, set())
-        if key in contents:
-            return None
-        contents.add(key)
-        if len(contents) == 1:
+        key = hashlib.sha1(repr(content).encode("utf-8")).digest()
+        known = self.seen.get(base)
+        if known is None:
+            self.seen[base] = key
             return base
+        if isinstance(known, bytes):
+            known = self.seen[base] = [known]
+        if key in known:
+            return None
+        known.append(key)
         self.report.notes["ids_disambiguated"] += 1
-        return f"{base}-dup{len(contents)}"
+        return f"{base}-dup{len(known)}"
 
 
 # --------------------------------------------------------------------------------------------------------- text
@@ -184,12 +192,18 @@ def resolve_split(split: str | None, path: str | os.PathLike) -> str:
 
 
 class ImageResolver:
-    """Absolute path of an image under `root` (or already absolute), with one filesystem check per distinct path."""
+    """Absolute path of an image under `root` (or already absolute), with one filesystem check per distinct path.
 
-    def __init__(self, root: str | os.PathLike | None):
+    A dataset file names its images; a name that leaves the root (`../../etc/x`, an absolute path elsewhere) is
+    refused unless allow_outside_root: a downloaded annotation file must not make us read arbitrary files."""
+
+    def __init__(self, root: str | os.PathLike | None, allow_outside_root: bool = False):
         self.root = Path(root).resolve() if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise DataError(f"image root {root}: not a directory")
+        # the root as given and as resolved: either prefix counts as inside (the root may sit behind a symlink)
+        self._roots = {os.path.abspath(root), str(self.root)} if root is not None else set()
+        self.allow_outside_root = allow_outside_root
         self._exists: dict[str, bool] = {}
 
     def path(self, name: str) -> str:
@@ -202,8 +216,19 @@ class ImageResolver:
 
     def exists(self, path: str) -> bool:
         if path not in self._exists:
+            if len(self._exists) >= 100_000:  # bounded: one stat per path among the recent ones is enough
+                self._exists.clear()
             self._exists[path] = os.path.isfile(path)
         return self._exists[path]
+
+    def inside_root(self, path: str) -> bool:
+        return any(os.path.commonpath([r, path]) == r for r in self._roots)
+
+    def problem(self, path: str) -> str | None:
+        """The rejection reason of a resolved image path (image_outside_root | image_not_found), None when usable."""
+        if self._roots and not self.allow_outside_root and not self.inside_root(path):
+            return "image_outside_root"
+        return None if self.exists(path) else "image_not_found"
 
 
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif", "WEBP": ".webp"}
@@ -225,7 +250,9 @@ class ImageStore:
         try:
             with Image.open(_io.BytesIO(data)) as im:
                 fmt = im.format
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+            # a bomb is stored by reference only later (validation rejects it as image_too_large); here it
+            # would be written to disk like any image, so refuse it with the reason
             raise ValueError(f"image bytes are not a readable image ({e})") from None
         path = self.dir / (hashlib.sha1(data).hexdigest()[:20] + _EXT.get(fmt, ".img"))
         if path.exists():
@@ -268,8 +295,9 @@ def hf_image(value: Any, resolver: ImageResolver, store: ImageStore) -> str:
             raise ValueError("undecodable_image") from None
     if value.get("path"):
         path = resolver.path(value["path"])
-        if not resolver.exists(path):
-            raise ValueError("image_not_found")
+        problem = resolver.problem(path)
+        if problem:
+            raise ValueError(problem)
         return path
     raise ValueError("no_image")
 
@@ -323,8 +351,8 @@ def iter_table(path: Path, required: Iterable[str]) -> tuple[int | None, Iterato
                 yield from batch.to_pylist()
         return pf.metadata.num_rows, rows()
     if path.suffix == ".jsonl":
-        def rows():
-            for i, row in enumerate(iter_jsonl(path), 1):
+        def rows():  # a bad line comes through as a BadLine: the converter rejects it by line number
+            for i, row in enumerate(iter_jsonl(path, bad_lines="yield"), 1):
                 if isinstance(row, dict):
                     missing = [c for c in required if c not in row]
                     if missing:
@@ -336,7 +364,7 @@ def iter_table(path: Path, required: Iterable[str]) -> tuple[int | None, Iterato
 
 def convert_hf_table(dataset: str, inputs, image_dir, image_root, split: str | None, image_columns: tuple[str, ...],
                      make_meta: Callable[[dict, str, str], dict], split_column: str | None = None,
-                     show_progress: bool = True) -> tuple[list[dict], dict]:
+                     show_progress: bool = True, allow_outside_root: bool = False) -> tuple[list[dict], dict]:
     """Rows of an HF parquet/JSONL export (question, answer, an image column) -> records `<dataset>-<split>-<n>`.
 
     n counts the rows of a split in input order, so ids are stable for the same input files. The split is the row's
@@ -344,7 +372,7 @@ def convert_hf_table(dataset: str, inputs, image_dir, image_root, split: str | N
     `make_meta(row, question, answer)` returns the dataset-specific meta (it must set answer_type)."""
     paths = expand_inputs(inputs)
     report = Report(dataset, paths)
-    resolver, store = ImageResolver(image_root), ImageStore(image_dir)
+    resolver, store = ImageResolver(image_root, allow_outside_root), ImageStore(image_dir)
     want = canonical_split(split) if split is not None else None
     counters: Counter = Counter()
     records = []
@@ -353,6 +381,9 @@ def convert_hf_table(dataset: str, inputs, image_dir, image_root, split: str | N
         for i, row in enumerate(progress(rows, f"{dataset} {path.name}", total=total, enabled=show_progress)):
             report.read += 1
             where = f"{path.name}#{i}"
+            if isinstance(row, BadLine):
+                report.reject(row.where, row.reason, row.detail)
+                continue
             if not isinstance(row, dict):
                 report.reject(where, "row_not_an_object")
                 continue
@@ -406,9 +437,12 @@ def report_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.stem + ".report.json")
 
 
-def write_outputs(records: list[dict], report: dict, out: str | os.PathLike) -> Path:
+def write_outputs(records: Iterable[dict], report: dict | Callable[[], dict], out: str | os.PathLike) -> Path:
+    """Write the records (streamed: a generator is never held whole), then the report; `report` may be a callable
+    that gives it once the records are consumed (a streaming converter counts as it goes)."""
     out = Path(out)
-    (write_jsonl if out.suffix == ".jsonl" else write_json)(out, records)
+    (write_jsonl if out.suffix == ".jsonl" else write_json_list)(out, records)
+    report = report() if callable(report) else report
     rp = report_path(out)
     write_json(rp, dict(report, output=str(out.resolve())))
     return rp
@@ -424,6 +458,9 @@ def add_common_arguments(p: argparse.ArgumentParser, image_root_required: bool =
     p.add_argument("--split", default=None, choices=["train", "val", "test"],
                    help="split of the input rows (default: from the rows or the file name)")
     p.add_argument("--no_progress", action="store_true", help="no progress bars")
+    p.add_argument("--allow_outside_root", action="store_true",
+                   help="accept image names that resolve outside --image_root (../.., absolute paths elsewhere); "
+                        "refused by default (image_outside_root)")
 
 
 def run_cli(convert_from_args: Callable[[argparse.Namespace], tuple[list, dict]], args: argparse.Namespace) -> int:
@@ -432,9 +469,19 @@ def run_cli(convert_from_args: Callable[[argparse.Namespace], tuple[list, dict]]
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rp = write_outputs(records, report, args.out)
-    print(summary_text(report))
-    print(f"wrote {len(records)} records to {args.out}; report {rp}")
+    final: dict = {}
+
+    def resolved() -> dict:  # the report as it stands once every record was written
+        final.update(report() if callable(report) else report)
+        return final
+
+    try:
+        rp = write_outputs(records, resolved, args.out)
+    except DataError as e:  # a streaming converter meets broken input while writing
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(summary_text(final))
+    print(f"wrote {final['converted']} records to {args.out}; report {rp}")
     return 0
 
 

@@ -1,24 +1,42 @@
 """Reading and writing records: JSON / JSONL, always written atomically (temp file + rename)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, TextIO
 
 
 class DataError(ValueError):
     """Bad input: the message names the file / record and the reason."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+@dataclass(frozen=True)
+class BadLine:
+    """A .jsonl line that is not a JSON record. Lenient readers yield it in place of the record, so whoever
+    counts records (converter / validation report) rejects it by name instead of stopping or dropping it."""
+    path: str
+    lineno: int
+    reason: str  # invalid_utf8 | malformed_json
+    detail: str
+
+    @property
+    def where(self) -> str:
+        return f"{Path(self.path).name}:line {self.lineno}"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file that appears at `path` complete or not at all (temp file, fsync, rename); streams any size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
@@ -29,12 +47,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_open(path) as f:
+        f.write(text)
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """One JSON object per line, streamed (rows may be a generator); returns the number of rows written."""
+    n = 0
+    with atomic_open(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def write_json_list(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """A JSON list with one record per line, streamed like write_jsonl; returns the number of rows written."""
+    n = 0
+    with atomic_open(path) as f:
+        f.write("[")
+        for r in rows:
+            f.write(("\n" if n == 0 else ",\n") + json.dumps(r, ensure_ascii=False))
+            n += 1
+        f.write("\n]\n")
+    return n
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -50,8 +91,9 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
-    """Yield one object per non-empty line; a malformed line raises DataError naming its line number."""
+def iter_jsonl(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[Any]:
+    """Yield one object per non-empty line. A line that is not valid UTF-8 or not JSON raises DataError naming its
+    line number (bad_lines="raise"), or is yielded as a BadLine (bad_lines="yield") for the caller to reject."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -62,15 +104,79 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
             try:
                 yield json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise DataError(f"{path}: line {lineno} is not a valid JSON record ({e})") from None
+                if bad_lines != "yield":
+                    raise DataError(f"{path}: line {lineno} is not a valid JSON record ({e})") from None
+                reason = "invalid_utf8" if isinstance(e, UnicodeDecodeError) else "malformed_json"
+                yield BadLine(str(path), lineno, reason, str(e))
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Records from a .json list or a .jsonl file."""
+def iter_json_list(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iterator[Any]:
+    """The elements of a top-level JSON list, decoded one at a time from a bounded buffer (a 500k-record file is
+    never held whole). A malformed element raises DataError naming its index: a JSON list cannot resync."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8") as f:
+        buf, pos, eof, index = "", 0, False, 0
+
+        def fill() -> bool:  # more text appended to buf; False at end of file
+            nonlocal buf, pos, eof
+            try:
+                chunk = f.read(max(chunk_chars, len(buf) - pos))  # doubles the window for one huge element
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: not valid UTF-8 after list element {index} ({e})") from None
+            buf, pos, eof = buf[pos:] + chunk, 0, not chunk
+            return bool(chunk)
+
+        def skip_ws() -> str:  # the next non-space character ('' at end of file)
+            nonlocal pos
+            while True:
+                while pos < len(buf) and buf[pos] in " \t\r\n":
+                    pos += 1
+                if pos < len(buf) or not fill():
+                    return buf[pos] if pos < len(buf) else ""
+
+        if skip_ws() != "[":
+            raise DataError(f"{path}: expected a JSON list of records")
+        pos += 1
+        while True:
+            c = skip_ws()
+            if c == "]":
+                pos += 1
+                if skip_ws():
+                    raise DataError(f"{path}: text after the end of the JSON list")
+                return
+            if index:
+                if c != ",":
+                    raise DataError(f"{path}: malformed JSON after list element {index - 1}: expected ',' or ']'")
+                pos += 1
+                skip_ws()
+            while True:
+                try:
+                    obj, end = decoder.raw_decode(buf, pos)
+                    if end < len(buf) or eof:  # an element ending at the buffer's end may continue (a number)
+                        break
+                except json.JSONDecodeError as e:
+                    if eof:
+                        raise DataError(f"{path}: malformed JSON in list element {index}: {e.msg}") from None
+                fill()
+            pos = end
+            index += 1
+            yield obj
+
+
+def read_records(path: str | os.PathLike, bad_lines: str = "raise") -> list:
+    """Records from a .json list or a .jsonl file (bad_lines: see iter_jsonl)."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        return list(iter_jsonl(path))
+        return list(iter_jsonl(path, bad_lines))
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data
+
+
+def iter_records(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[Any]:
+    """Records one at a time from a .jsonl file or a .json list, in bounded memory (see iter_jsonl, iter_json_list)."""
+    return iter_jsonl(path, bad_lines) if Path(path).suffix == ".jsonl" else iter_json_list(path)

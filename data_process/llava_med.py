@@ -15,6 +15,8 @@ So this converter validates and normalises rather than translates:
   "conversation"); `auto` reads it from the file name. answer_type is "open" for both.
 - `domain` (e.g. {"chest_xray": true, "mri": false, ...}) is kept; modality is set when exactly one domain is true.
 Files that are not conversations (`llava_med_instruct_fig_captions.json`, `*_qa50_*` eval files) are not supported.
+Streams: rows are read one at a time (JSON list or JSONL) and written as they are converted, so the 500k alignment file
+converts in bounded memory. A JSONL line that is not JSON / not UTF-8 is rejected by line number.
 
     python -m data_process.llava_med --input llava_med_alignment_500k.json --image_root images --out stage1.json
 """
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Iterator
 
-from .convert_common import (IdRegistry, ImageResolver, Report, expand_inputs, module_main, progress, read_json_list,
-                             resolve_split, strip_image_tags)
-from .io import DataError, iter_jsonl
+from .convert_common import (IdRegistry, ImageResolver, Report, expand_inputs, module_main, progress, resolve_split,
+                             strip_image_tags)
+from .io import BadLine, DataError, iter_records
 from .schema import IMAGE_TAG, ROLES
 
 DATASET = "llava_med"
@@ -65,28 +68,39 @@ def normalize_conversations(turns, n_images: int) -> tuple[list[dict] | None, st
     return out, None, n_tags < n_images
 
 
-def _rows(path: Path) -> list:
-    return list(iter_jsonl(path)) if path.suffix == ".jsonl" else read_json_list(path)
-
-
-def convert(inputs, image_root, split: str | None = "train", kind: str = "auto",
-            show_progress: bool = True) -> tuple[list[dict], dict]:
+def convert_stream(inputs, image_root, split: str | None = "train", kind: str = "auto", show_progress: bool = True,
+                   allow_outside_root: bool = False) -> tuple[Iterator[dict], Report]:
+    """(records as a generator, the Report it fills while consumed). Input problems that stop the whole
+    conversion (unknown kind or split, missing file) are raised here, before any row is read."""
     paths = expand_inputs(inputs, patterns=("*.json", "*.jsonl"))
-    report = Report(DATASET, paths)
-    images, ids = ImageResolver(image_root), IdRegistry(report)
-    records = []
+    plan = []
     for path in paths:
         file_kind = kind if kind != "auto" else kind_from_name(path)
         if file_kind not in KINDS:
             raise DataError(f"{path}: cannot tell alignment from instruct data by the file name; pass --kind")
-        file_split = resolve_split(split, path)
-        rows = _rows(path)
-        for i, row in enumerate(progress(rows, f"llava_med {path.name}", total=len(rows), enabled=show_progress)):
-            report.read += 1
-            rec = _convert_row(row, f"{path.name}#{i}", file_split, file_kind, images, ids, report)
-            if rec is not None:
-                records.append(rec)
-                report.converted += 1
+        plan.append((path, file_kind, resolve_split(split, path)))
+    report = Report(DATASET, paths)
+    images, ids = ImageResolver(image_root, allow_outside_root), IdRegistry(report)
+
+    def records() -> Iterator[dict]:
+        for path, file_kind, file_split in plan:
+            rows = iter_records(path, bad_lines="yield")
+            for i, row in enumerate(progress(rows, f"llava_med {path.name}", enabled=show_progress)):
+                report.read += 1
+                if isinstance(row, BadLine):
+                    report.reject(row.where, row.reason, row.detail)
+                    continue
+                rec = _convert_row(row, f"{path.name}#{i}", file_split, file_kind, images, ids, report)
+                if rec is not None:
+                    report.converted += 1
+                    yield rec
+    return records(), report
+
+
+def convert(inputs, image_root, split: str | None = "train", kind: str = "auto",
+            show_progress: bool = True, allow_outside_root: bool = False) -> tuple[list[dict], dict]:
+    records, report = convert_stream(inputs, image_root, split, kind, show_progress, allow_outside_root)
+    records = list(records)
     return records, report.as_dict()
 
 
@@ -105,9 +119,9 @@ def _convert_row(row, where, split, kind, images, ids, report) -> dict | None:
         report.reject(base_id, "bad_image_field", where)
         return None
     paths = [images.path(n) for n in names]
-    missing = [p for p in paths if not images.exists(p)]
-    if missing:
-        report.reject(base_id, "image_not_found", missing[0])
+    problems = [(why, p) for p in paths if (why := images.problem(p))]
+    if problems:
+        report.reject(base_id, *problems[0])
         return None
     turns, problem, tag_added = normalize_conversations(row.get("conversations"), len(paths))
     if problem:
@@ -139,8 +153,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def convert_from_args(args: argparse.Namespace):
-    return convert(args.input, args.image_root, split=args.split or "train", kind=args.kind,
-                   show_progress=not args.no_progress)
+    # streamed: records are written as they are converted; the report is final once they are all written
+    records, report = convert_stream(args.input, args.image_root, split=args.split or "train", kind=args.kind,
+                                     show_progress=not args.no_progress,
+                                     allow_outside_root=getattr(args, "allow_outside_root", False))
+    return records, report.as_dict
 
 
 EPILOG = """examples:

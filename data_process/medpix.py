@@ -29,9 +29,9 @@ def _meta(row: dict, question: str, answer: str) -> dict:
 
 
 def convert(inputs, image_dir, image_root=None, split: str | None = None,
-            show_progress: bool = True) -> tuple[list[dict], dict]:
+            show_progress: bool = True, allow_outside_root: bool = False) -> tuple[list[dict], dict]:
     return convert_hf_table(DATASET, inputs, image_dir, image_root, split, ("image_id", "image"), _meta,
-                            split_column="split", show_progress=show_progress)
+                            split_column="split", show_progress=show_progress, allow_outside_root=allow_outside_root)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def convert_from_args(args: argparse.Namespace):
     image_dir = args.image_dir or Path(args.out).resolve().parent / "images" / DATASET
-    return convert(args.input, image_dir, args.image_root, split=args.split, show_progress=not args.no_progress)
+    return convert(args.input, image_dir, args.image_root, split=args.split, show_progress=not args.no_progress,
+                   allow_outside_root=getattr(args, "allow_outside_root", False))
 
 
 EPILOG = """examples:

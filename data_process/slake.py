@@ -94,12 +94,12 @@ class _BoxCache:
 
 
 def convert(inputs, image_root, split: str | None = None, lang: str = "en",
-            show_progress: bool = True) -> tuple[list[dict], dict]:
+            show_progress: bool = True, allow_outside_root: bool = False) -> tuple[list[dict], dict]:
     if lang not in ("en", "zh", "all"):
         raise DataError(f"unknown --lang {lang!r}: use en, zh or all")
     paths = expand_inputs(inputs, patterns=("*.json",))
     report = Report(DATASET, paths)
-    images, ids, boxes = ImageResolver(image_root), IdRegistry(report), _BoxCache()
+    images, ids, boxes = ImageResolver(image_root, allow_outside_root), IdRegistry(report), _BoxCache()
     records = []
     for path in paths:
         file_split = resolve_split(split, path)
@@ -134,8 +134,8 @@ def _convert_row(row, where, split, lang, images, ids, boxes, report) -> dict | 
         report.reject(base_id, problem, f"{where}: answer_type={row.get('answer_type')!r}")
         return None
     image = images.path(str(row["img_name"]))
-    if not images.exists(image):
-        report.reject(base_id, "image_not_found", image)
+    if (why := images.problem(image)):
+        report.reject(base_id, why, image)
         return None
     rid = ids.assign(base_id, (image, question, answer, q_lang))
     if rid is None:
@@ -155,7 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def convert_from_args(args: argparse.Namespace):
-    return convert(args.input, args.image_root, split=args.split, lang=args.lang, show_progress=not args.no_progress)
+    return convert(args.input, args.image_root, split=args.split, lang=args.lang, show_progress=not args.no_progress,
+                   allow_outside_root=getattr(args, "allow_outside_root", False))
 
 
 EPILOG = """examples:

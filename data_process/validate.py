@@ -1,20 +1,24 @@
 """Validate records through the exact preprocessing training and evaluation use; keep the good, report the rest.
 
 Every input record ends up either in the clean output or in the report under a reason with its id:
-`input == kept + rejected` always holds (checked before writing).
+`input == kept + rejected` always holds (checked before writing). A .jsonl line that is not JSON or not UTF-8 is
+rejected as `<file>:line N`. Records stream from input to output (bounded memory for any file size).
 
     python -m data_process.validate --model /path/or/hub-id --data train.json --out train.clean.json \
-        [--max_len 2048] [--min_pixels 3136] [--max_pixels 1003520] [--image_root DIR]
+        [--max_len 2048] [--min_pixels 3136] [--max_pixels 1003520] [--image_root DIR] [--allow_outside_root]
+    # structure only (ids, turns, tags, boxes; no images, no model) -- a quick pass over a huge file:
+    python -m data_process.validate --schema_only --data big.jsonl --out big.clean.jsonl
 """
 from __future__ import annotations
 
 import argparse
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from .io import read_records, write_json
+from .io import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
 from .schema import record_problems
 
 
@@ -39,56 +43,90 @@ class ValidationReport:
         reasons = ", ".join(f"{k}: {len(v)}" for k, v in sorted(self.rejected.items())) or "none"
         return f"{self.input} records: {self.kept} kept, {self.n_rejected} rejected ({reasons})"
 
+    def reject(self, rid, reason: str, detail: str | None = None) -> None:
+        self.rejected[reason].append(rid)
+        if detail:
+            self.details[str(rid)] = detail
 
-def validate_records(records: list, processor, progress: bool = True) -> tuple[list[dict], ValidationReport]:
-    """(clean records, report). `processor` is a train.preprocess.VLProcessor."""
+    def check(self) -> None:
+        if self.input != self.kept + self.n_rejected:
+            raise AssertionError(f"validation lost records: {self.input} in != {self.kept} kept + "
+                                 f"{self.n_rejected} rejected")
+
+
+def iter_valid(records: Iterable, processor, rep: ValidationReport) -> Iterator[dict]:
+    """Yield the records that pass, counting every input (kept or rejected with its reason) in `rep`.
+    `processor` is a train.preprocess.VLProcessor, or None to check structure only (no image decode)."""
     from train.preprocess import SampleError
 
-    rep = ValidationReport(input=len(records))
     seen: set = set()
-    kept = []
-    for i, rec in enumerate(tqdm(records, desc="validate", disable=not progress, mininterval=2)):
+    for i, rec in enumerate(records):
+        rep.input += 1
+        if isinstance(rec, BadLine):
+            rep.reject(rec.where, rec.reason, rec.detail)
+            continue
         rid = rec.get("id", f"<record #{i}>") if isinstance(rec, dict) else f"<record #{i}>"
         problems = record_problems(rec)
         if problems:
-            rep.rejected["malformed_record"].append(rid)
-            rep.details[str(rid)] = "; ".join(problems)
+            rep.reject(rid, "malformed_record", "; ".join(problems))
             continue
         if rid in seen:
-            rep.rejected["duplicate_id"].append(rid)
+            rep.reject(rid, "duplicate_id")
             continue
         seen.add(rid)
-        try:
-            enc = processor.encode(rec, train=True)
-        except SampleError as e:
-            rep.rejected[e.reason].append(rid)
-            rep.details[str(rid)] = str(e)
-            continue
-        rep.max_tokens = max(rep.max_tokens, len(enc))
-        kept.append(rec)
-    rep.kept = len(kept)
-    assert rep.input == rep.kept + rep.n_rejected, "validation lost records"
+        if processor is not None:
+            try:
+                enc = processor.encode(rec, train=True)
+            except SampleError as e:
+                rep.reject(rid, e.reason, str(e))
+                continue
+            rep.max_tokens = max(rep.max_tokens, len(enc))
+        rep.kept += 1
+        yield rec
+
+
+def validate_records(records: Iterable, processor, progress: bool = True) -> tuple[list[dict], ValidationReport]:
+    """(clean records, report). `processor` is a train.preprocess.VLProcessor (None: structure only)."""
+    rep = ValidationReport()
+    kept = list(iter_valid(tqdm(records, desc="validate", disable=not progress, mininterval=2), processor, rep))
+    rep.check()
     return kept, rep
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint dir or hub id (its tokenizer + image processor are used)")
+    p.add_argument("--model", default=None, help="checkpoint dir or hub id (its tokenizer + image processor are used)")
+    p.add_argument("--schema_only", action="store_true",
+                   help="check structure only (ids, turns, <image> tags, boxes): no model, no image decode")
     p.add_argument("--data", required=True, help="records (.json list or .jsonl)")
-    p.add_argument("--out", required=True, help="clean records (.json); the report goes to <out>.report.json")
+    p.add_argument("--out", required=True, help="clean records (.json list or .jsonl, by suffix); "
+                                                "the report goes to <out>.report.json")
     p.add_argument("--max_len", type=int, default=2048)
     p.add_argument("--min_pixels", type=int, default=None)
     p.add_argument("--max_pixels", type=int, default=None)
     p.add_argument("--image_root", default=None, help="base dir for relative image paths")
     p.add_argument("--truncation", default="reject", choices=["reject", "text_tail"])
+    p.add_argument("--allow_outside_root", action="store_true",
+                   help="accept relative image paths that leave --image_root (../..); refused by default")
+    p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
+    if not a.schema_only and not a.model:
+        p.error("--model is required (or --schema_only)")
 
-    from train.loader import load_processor
+    processor = None
+    if not a.schema_only:
+        from train.loader import load_processor
 
-    processor = load_processor(a.model, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
-                               image_root=a.image_root, truncation=a.truncation)
-    kept, rep = validate_records(read_records(a.data), processor)
-    write_json(a.out, kept)
+        processor = load_processor(a.model, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
+                                   image_root=a.image_root, truncation=a.truncation,
+                                   allow_outside_root=a.allow_outside_root)
+    rep = ValidationReport()
+    records = tqdm(iter_records(a.data, bad_lines="yield"), desc="validate", disable=a.no_progress, mininterval=2)
+    try:
+        (write_jsonl if a.out.endswith(".jsonl") else write_json_list)(a.out, iter_valid(records, processor, rep))
+    except DataError as e:  # a broken .json list (a .jsonl's bad lines are rejected one by one instead)
+        raise SystemExit(f"error: {e}") from None
+    rep.check()
     write_json(a.out + ".report.json", rep.as_dict())
     print(rep.summary())
     print(f"clean data: {a.out}\nreport: {a.out}.report.json")

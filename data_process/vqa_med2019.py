@@ -73,10 +73,11 @@ def read_lines(path: Path) -> list[tuple[int, list[str]]]:
     return out
 
 
-def convert(inputs, image_root, split: str | None = None, show_progress: bool = True) -> tuple[list[dict], dict]:
+def convert(inputs, image_root, split: str | None = None, show_progress: bool = True,
+            allow_outside_root: bool = False) -> tuple[list[dict], dict]:
     paths = expand_inputs(inputs, patterns=("*.txt",))
     report = Report(DATASET, paths)
-    images, ids = ImageResolver(image_root), IdRegistry(report)
+    images, ids = ImageResolver(image_root, allow_outside_root), IdRegistry(report)
     records = []
     for path in paths:
         file_split, file_category = resolve_split(split, path), category_from_name(path)
@@ -109,8 +110,8 @@ def _convert_line(cols, path, lineno, split, file_category, images, ids, report)
         report.reject(rid_base, problem, where)
         return None
     image = images.path(img_id + ".jpg")
-    if not images.exists(image):
-        report.reject(rid_base, "image_not_found", image)
+    if (why := images.problem(image)):
+        report.reject(rid_base, why, image)
         return None
     rid = ids.assign(rid_base, (image, question, answer))
     if rid is None:
@@ -129,7 +130,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def convert_from_args(args: argparse.Namespace):
-    return convert(args.input, args.image_root, split=args.split, show_progress=not args.no_progress)
+    return convert(args.input, args.image_root, split=args.split, show_progress=not args.no_progress,
+                   allow_outside_root=getattr(args, "allow_outside_root", False))
 
 
 EPILOG = """examples:

@@ -43,10 +43,11 @@ def _layout(rows: list) -> str:
     return "osf" if "qid_linked_id" in first or str(first.get("phrase_type", "")).startswith("test_") else "mevf"
 
 
-def convert(inputs, image_root, split: str | None = None, show_progress: bool = True) -> tuple[list[dict], dict]:
+def convert(inputs, image_root, split: str | None = None, show_progress: bool = True,
+            allow_outside_root: bool = False) -> tuple[list[dict], dict]:
     paths = expand_inputs(inputs, patterns=("*.json",))
     report = Report(DATASET, paths)
-    images = ImageResolver(image_root)
+    images = ImageResolver(image_root, allow_outside_root)
     ids = IdRegistry(report)
     records = []
     for path in paths:
@@ -87,8 +88,8 @@ def _convert_row(row, where, layout, file_split, want, images, ids, report) -> d
                                         f"question_type={row.get('question_type')!r}")
         return None
     image = images.path(str(row["image_name"]))
-    if not images.exists(image):
-        report.reject(base_id, "image_not_found", image)
+    if (why := images.problem(image)):
+        report.reject(base_id, why, image)
         return None
     rid = ids.assign(base_id, (image, question, answer))
     if rid is None:
@@ -109,7 +110,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def convert_from_args(args: argparse.Namespace):
-    return convert(args.input, args.image_root, split=args.split, show_progress=not args.no_progress)
+    return convert(args.input, args.image_root, split=args.split, show_progress=not args.no_progress,
+                   allow_outside_root=getattr(args, "allow_outside_root", False))
 
 
 EPILOG = """examples:

@@ -2,7 +2,9 @@
 
 Greedy by default (reproducible; no sampling temperature), left padding, the same image resizing and chat template
 as training, a real system turn. Appends as it goes and resumes: a rerun skips ids already written, and a line
-cut by a kill is dropped and redone.
+cut by a kill is dropped and redone. A record that cannot be generated for (malformed, repeated id, unreadable image,
+a broken .jsonl line) is listed with its reason under `failed` in run_info.json:
+n_records = skipped_already_done + generated + len(failed).
 
     python -m eval.generate --test_data test.json --out_dir result/predictions \
         --model base=Qwen/Qwen2-VL-2B-Instruct --model stage2=Qwen/Qwen2-VL-2B-Instruct+out/stage1+out/stage2 \
@@ -19,7 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data_process.io import read_records, write_json
+from data_process.io import BadLine, read_records, write_json
+from data_process.schema import record_problems
 from train.preprocess import DEFAULT_SYSTEM, SampleError
 from train.validation import greedy_generate
 from .model_spec import ModelSpec, add_model_arguments, load_spec
@@ -62,6 +65,26 @@ def prediction_row(rec: dict, pred: str, enc, prompt_mode: str) -> dict:
             "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode}
 
 
+def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:
+    """(records generation can take, {id: reason} for the rest): broken .jsonl lines, malformed records (no answer
+    to score against, wrong <image> tag count, ...) and repeated ids (one prediction per id) are named, not dropped."""
+    ok, failed, seen = [], {}, set()
+    for i, rec in enumerate(records):
+        if isinstance(rec, BadLine):
+            failed[rec.where] = f"{rec.reason}: {rec.detail}"
+            continue
+        rid = str(rec.get("id")) if isinstance(rec, dict) and rec.get("id") is not None else f"<record #{i}>"
+        problems = record_problems(rec)
+        if problems:
+            failed[rid if rid not in failed else f"{rid} (#{i})"] = "malformed_record: " + "; ".join(problems)
+        elif rid in seen:
+            failed[f"{rid} (#{i})"] = "duplicate_id: an earlier record has this id"
+        else:
+            seen.add(rid)
+            ok.append(rec)
+    return ok, failed
+
+
 def encode_prompts(processor, records: list[dict], num_workers: int = 8, sort_by_length: bool = True,
                    train: bool = False):
     """([(record, encoded prompt)], {id: reason}). Image decode + resize run in a thread pool (PIL and numpy release
@@ -93,6 +116,8 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
     out.mkdir(parents=True, exist_ok=True)
     pred_path = out / "predictions.jsonl"
     done = completed_ids(pred_path)
+    n_records = len(records)
+    records, rejected = screen_records(records)
     todo = [r for r in records if str(r["id"]) not in done]
     model, processor, family = load_spec(spec, dtype=dtype, device=device, min_pixels=min_pixels,
                                          max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
@@ -100,9 +125,10 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
             "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
             "prompt_mode": prompt_mode, "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,
             "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
-            "n_records": len(records), "already_done": len(done)}
+            "n_records": n_records, "already_done": len(done), "skipped_already_done": len(records) - len(todo)}
     write_json(out / "run_info.json", info)
     encoded, failed = encode_prompts(processor, todo, num_workers, sort_by_length)
+    failed = {**rejected, **failed}
     t0 = time.time()
     bar = tqdm(total=len(encoded), desc=f"generate[{spec.name}]", disable=not progress)
     for i in range(0, len(encoded), batch_size):
@@ -113,6 +139,7 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
         bar.update(len(chunk))
     bar.close()
     info.update(seconds=round(time.time() - t0, 2), generated=len(encoded), failed=failed)
+    assert n_records == info["skipped_already_done"] + len(encoded) + len(failed), "generation lost records"
     write_json(out / "run_info.json", info)
     if failed:
         print(f"[{spec.name}] {len(failed)} records could not be encoded (listed in run_info.json)")
@@ -137,7 +164,7 @@ def main(argv=None):
         if not a.system_prompt_file:
             p.error("--prompt_mode custom needs --system_prompt_file")
         system = Path(a.system_prompt_file).read_text().strip()
-    records = read_records(a.test_data)[: a.limit]
+    records = read_records(a.test_data, bad_lines="yield")[: a.limit]
     for text in a.model:
         spec = ModelSpec.parse(text)
         path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,

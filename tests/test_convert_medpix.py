@@ -80,9 +80,10 @@ def test_image_column_alias_and_missing_columns(tmp_path):
     (tmp_path / "w.jsonl").write_text(json.dumps({"img": "x.png", "question": "q", "answer": "a"}) + "\n")
     with pytest.raises(DataError, match=r"w.jsonl: row 0 has no image column"):
         medpix.convert(tmp_path / "w.jsonl", tmp_path / "img", split="test")
+    # a broken .jsonl line is one bad row: rejected by line number, the rest converts (issue 9)
     (tmp_path / "x.jsonl").write_text('{"image": "x.png", "question": "q", "answer": "a"}\n{"image": "x.png",\n')
-    with pytest.raises(DataError, match="x.jsonl: line 2"):
-        medpix.convert(tmp_path / "x.jsonl", tmp_path / "img", image_root=tmp_path, split="test")
+    _, report = medpix.convert(tmp_path / "x.jsonl", tmp_path / "img", split="test", image_root=tmp_path)
+    assert report["read"] == 2 and report["rejected"] == {"malformed_json": ["x.jsonl:line 2"]}
     with pytest.raises(DataError, match="not found"):
         medpix.convert(tmp_path / "Train.parquet", tmp_path / "img")
     pq.write_table(pa.table({"image_id": pa.array([None], type=IMAGE_TYPE), "answer": ["a"]}), tmp_path / "Test.parquet")

@@ -97,9 +97,10 @@ def test_fatal_input_problems(tmp_path):
     pq.write_table(pa.table({"image": pa.array([None], type=IMAGE_TYPE), "question": ["q"]}), tmp_path / "train.parquet")
     with pytest.raises(DataError, match=r"train.parquet: missing column\(s\) \['answer'\]"):
         pathvqa.convert(tmp_path / "train.parquet", tmp_path / "img")
+    # a broken .jsonl line is one bad row: rejected by line number, the rest converts (issue 9)
     (tmp_path / "train.jsonl").write_text('{"image": "a.jpg", "question": "q", "answer": "a"}\n{"image": \n')
-    with pytest.raises(DataError, match="train.jsonl: line 2"):
-        pathvqa.convert(tmp_path / "train.jsonl", tmp_path / "img", image_root=tmp_path)
+    _, report = pathvqa.convert(tmp_path / "train.jsonl", tmp_path / "img", image_root=tmp_path)
+    assert report["read"] == 2 and report["rejected"]["malformed_json"] == ["train.jsonl:line 2"]
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match="bad.parquet: not a readable parquet"):
         pathvqa.convert(tmp_path / "bad.parquet", tmp_path / "img", split="train")

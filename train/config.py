@@ -32,6 +32,8 @@ class DataArguments:
     train_data: str = field(metadata={"help": "records (.json/.jsonl); comma-separate several files"})
     eval_data: str | None = field(default=None, metadata={"help": "validation records (eval loss + generation metrics)"})
     image_root: str | None = field(default=None, metadata={"help": "base dir for relative image paths"})
+    allow_outside_root: bool = field(default=False, metadata={
+        "help": "accept relative image paths that leave --image_root (../..); refused by default"})
     max_len: int = field(default=2048, metadata={"help": "max tokens per sample (image tokens included)"})
     truncation: str = field(default="reject", metadata={"help": "reject | text_tail (never cuts image tokens)"})
     system_prompt: str | None = field(default=None, metadata={"help": "custom system prompt; default: the model's"})

@@ -11,11 +11,11 @@ from .preprocess import Encoded, SampleError, VLProcessor
 log = logging.getLogger(__name__)
 
 
-def load_records(paths: str) -> list[dict]:
-    """Records from one or more comma-separated .json/.jsonl files."""
-    out: list[dict] = []
+def load_records(paths: str, bad_lines: str = "raise") -> list:
+    """Records from one or more comma-separated .json/.jsonl files (bad_lines: see data_process.io.iter_jsonl)."""
+    out: list = []
     for p in [p.strip() for p in paths.split(",") if p.strip()]:
-        out += read_records(p)
+        out += read_records(p, bad_lines)
     return out
 
 

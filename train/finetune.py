@@ -129,14 +129,16 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         margs.model_name_or_path, family=margs.family, dtype=_dtype(margs, targs),
         attn_implementation=margs.attn_implementation, trust_remote_code=margs.trust_remote_code,
         min_pixels=margs.min_pixels, max_pixels=margs.max_pixels, max_len=dargs.max_len,
-        image_root=dargs.image_root, truncation=dargs.truncation,
+        image_root=dargs.image_root, truncation=dargs.truncation, allow_outside_root=dargs.allow_outside_root,
         system_prompt=DEFAULT_SYSTEM if dargs.system_prompt is None else dargs.system_prompt)
 
     # Validation pass before any step: bad samples are named in the report, never met at step N.
     reports = {}
-    splits = {"train": load_records(dargs.train_data)}
+    # with validation on, a broken .jsonl line is read as a BadLine and rejected by name in the report
+    bad_lines = "raise" if dargs.skip_validation else "yield"
+    splits = {"train": load_records(dargs.train_data, bad_lines)}
     if dargs.eval_data:
-        splits["eval"] = load_records(dargs.eval_data)
+        splits["eval"] = load_records(dargs.eval_data, bad_lines)
     for name in list(splits):
         if dargs.skip_validation:
             continue

@@ -27,19 +27,24 @@ class SampleError(ValueError):
         super().__init__(f"sample {sample_id!r}: {reason}" + (f" ({detail})" if detail else ""))
 
 
-def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels: int = 178_956_970):
-    """Open an image as RGB. Grayscale, 16-bit, CMYK, palette and alpha images are converted, not rejected."""
+def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels: int | None = None):
+    """Open an image as RGB. Grayscale, 16-bit, CMYK, palette and alpha images are converted, not rejected.
+
+    An image over max_image_pixels (default: PIL's MAX_IMAGE_PIXELS, the size PIL calls a possible decompression
+    bomb) is rejected as image_too_large from its header, before any pixel is decoded. PIL itself only warns up
+    to twice that size and decodes it: ~90 M pixels, a few hundred MB per image per worker."""
     from PIL import Image, UnidentifiedImageError
 
+    limit = max_image_pixels or Image.MAX_IMAGE_PIXELS or 89_478_485
     p = Path(path)
     if not p.is_file():
         raise SampleError(sample_id, "missing_image", str(p))
     try:
         with Image.open(p) as im:
-            if im.width * im.height > max_image_pixels:
-                raise SampleError(sample_id, "image_too_large", f"{im.width}x{im.height} {p}")
+            if im.width * im.height > limit:
+                raise SampleError(sample_id, "image_too_large", f"{im.width}x{im.height} > {limit} pixels: {p}")
             im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 # 16/32-bit grayscale: rescale to 8 bits by the image's own range (a plain convert clips).
                 arr = np.asarray(im, dtype=np.float64)
                 lo, hi = float(arr.min()), float(arr.max())
@@ -53,7 +58,9 @@ def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels:
             return im.convert("RGB")
     except SampleError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # over twice PIL's limit: refused by PIL at open
+        raise SampleError(sample_id, "image_too_large", f"{p}: {e}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise SampleError(sample_id, "unreadable_image", f"{p}: {e}") from None
 
 
@@ -75,11 +82,13 @@ class VLProcessor:
     """Tokenizer + image processor + family: encodes schema records for training and generation."""
 
     def __init__(self, tokenizer, image_processor, family: ModelFamily, max_len: int = 2048,
-                 system_prompt: Any = DEFAULT_SYSTEM, image_root: str | None = None, truncation: str = "reject"):
+                 system_prompt: Any = DEFAULT_SYSTEM, image_root: str | None = None, truncation: str = "reject",
+                 allow_outside_root: bool = False):
         if truncation not in ("reject", "text_tail"):
             raise ValueError("truncation must be 'reject' or 'text_tail'")
         self.tokenizer, self.image_processor, self.family = tokenizer, image_processor, family
         self.max_len, self.system_prompt, self.image_root, self.truncation = max_len, system_prompt, image_root, truncation
+        self.allow_outside_root = allow_outside_root
         self.image_token = "<|image_pad|>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.merge = int(getattr(image_processor, "merge_size", 2))
@@ -89,11 +98,20 @@ class VLProcessor:
         self._im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     # -- pieces ---------------------------------------------------------------------------------
-    def image_path(self, p: str) -> str:
-        return p if os.path.isabs(p) or not self.image_root else os.path.join(self.image_root, p)
+    def image_path(self, p: str, sample_id: Any = None) -> str:
+        """A relative path is joined to image_root and must stay under it (`../../x` is refused unless
+        allow_outside_root): a record must not make training read arbitrary files. Absolute paths are taken as
+        written (converters write absolute paths)."""
+        if os.path.isabs(p) or not self.image_root:
+            return p
+        full = os.path.normpath(os.path.join(self.image_root, p))
+        root = os.path.abspath(self.image_root)
+        if not self.allow_outside_root and os.path.commonpath([root, os.path.abspath(full)]) != root:
+            raise SampleError(sample_id, "image_outside_root", f"{p!r} leaves the image root {self.image_root}")
+        return full
 
     def process_images(self, rec: dict):
-        images = [load_image(self.image_path(p), rec.get("id")) for p in image_list(rec)]
+        images = [load_image(self.image_path(p, rec.get("id")), rec.get("id")) for p in image_list(rec)]
         if not images:
             return None, None, [], []
         try:
@@ -105,13 +123,16 @@ class VLProcessor:
         input_sizes = [(int(g[2]) * self.patch, int(g[1]) * self.patch) for g in grid]
         return out["pixel_values"], grid, sizes, input_sizes
 
-    def box_text(self, box: dict, image_sizes, input_sizes, with_label: bool = True) -> str:
+    def box_text(self, box: dict, image_sizes, input_sizes, with_label: bool = True, sample_id: Any = None) -> str:
         """One meta box in this family's format (a box stored for another size of the image is rescaled to it)."""
         x1, y1, x2, y2 = box["xyxy"]
         w, h = image_sizes[0]
         bw, bh = box.get("image_size") or (w, h)
         if (bw, bh) != (w, h):
             x1, y1, x2, y2 = x1 * w / bw, y1 * h / bh, x2 * w / bw, y2 * h / bh
+        # checked against the decoded image: a record's image_size may be absent or wrong (1 px: rounding)
+        if not (-1 <= x1 < x2 <= w + 1 and -1 <= y1 < y2 <= h + 1):
+            raise SampleError(sample_id, "box_outside_image", f"{box['xyxy']} on the {w}x{h} image")
         return box_to_text(self.family, [x1, y1, x2, y2], (w, h), input_sizes[0],
                            box.get("label") if with_label else None)
 
@@ -123,7 +144,7 @@ class VLProcessor:
         boxes = meta.get("boxes") or []
         if not boxes or not image_sizes:
             raise SampleError(rec.get("id"), "grounding_without_box_or_image")
-        parts = [self.box_text(b, image_sizes, input_sizes) for b in boxes]
+        parts = [self.box_text(b, image_sizes, input_sizes, sample_id=rec.get("id")) for b in boxes]
         if self.family.box_format == "qwen2":
             return "".join(parts)
         return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
@@ -146,7 +167,8 @@ class VLProcessor:
             pieces = turn["value"].split(REGION_TAG)
             text = pieces[0]
             for rest in pieces[1:]:
-                text += self.box_text(next(it), image_sizes, input_sizes, with_label=turn["from"] == "gpt") + rest
+                text += self.box_text(next(it), image_sizes, input_sizes, with_label=turn["from"] == "gpt",
+                                      sample_id=rec.get("id")) + rest
             out.append(text)
         return out
 
@@ -215,6 +237,9 @@ class VLProcessor:
         if train and (not conv or conv[-1].get("from") != "gpt" or not str(conv[-1].get("value", "")).strip()):
             raise SampleError(sid, "empty_answer")
         pixel_values, grid, sizes, input_sizes = self.process_images(rec)
+        if not train and (rec.get("meta") or {}).get("task") == "grounding":
+            # a prompt leaves the answer out, but its reference box will be scored: checked as training checks it
+            self.answer_text(rec, "", sizes, input_sizes)
         msgs = self.messages(rec, include_answer=train, image_sizes=sizes, input_sizes=input_sizes)
         try:
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not train)
