@@ -10,10 +10,14 @@ from dataclasses import dataclass, field
 # What each stage trains. Values are defaults; explicit arguments override them.
 STAGE_PRESETS: dict[int, dict] = {
     # Stage 1, concept alignment: LoRA on the visual merger, ViT and LLM frozen, caption data.
-    1: {"train_merger": "lora", "lora_targets": "", "merger_lr": 2e-4, "llm_lr": None},
+    1: {"train_vision": "frozen", "train_merger": "lora", "train_llm": "frozen", "lora_targets": "attn,ffn",
+        "merger_lr": 2e-4, "llm_lr": None},
     # Stage 2, instruction SFT: LoRA on the LLM's attention + FFN, starting from the Stage-1-merged checkpoint.
-    2: {"train_merger": "frozen", "lora_targets": "attn,ffn", "merger_lr": None, "llm_lr": 1e-4},
+    2: {"train_vision": "frozen", "train_merger": "frozen", "train_llm": "lora", "lora_targets": "attn,ffn",
+        "merger_lr": None, "llm_lr": 1e-4},
 }
+MODES = ("frozen", "lora", "full")  # per component: vision tower, merger, LLM
+QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
 @dataclass
@@ -25,6 +29,14 @@ class ModelArguments:
     min_pixels: int | None = field(default=None, metadata={"help": "image resize lower bound (pixels); same in eval"})
     max_pixels: int | None = field(default=None, metadata={"help": "image resize upper bound (pixels); same in eval"})
     trust_remote_code: bool = field(default=False)
+    quantization: str = field(default="none", metadata={
+        "help": "none | 4bit (QLoRA: NF4, double quant, 16-bit compute) | 8bit (LLM.int8); needs bitsandbytes. "
+                "Only the LLM is quantized unless --quantize_vision; quantized weights train through LoRA only"})
+    quantize_vision: bool = field(default=False, metadata={"help": "with --quantization: quantize the ViT and merger too"})
+
+    def __post_init__(self):
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"--quantization must be one of {'|'.join(QUANTIZATIONS)}, got {self.quantization!r}")
 
 
 @dataclass
@@ -52,27 +64,47 @@ class DataArguments:
 @dataclass
 class StageArguments:
     stage: int = field(default=2, metadata={"help": "1: merger LoRA (alignment) | 2: LLM LoRA (instruction SFT)"})
+    train_vision: str | None = field(default=None, metadata={"help": "ViT blocks: frozen | lora (all block linears) | full"})
     train_merger: str | None = field(default=None, metadata={"help": "frozen | lora | full"})
+    train_llm: str | None = field(default=None, metadata={"help": "frozen | lora (on --lora_targets) | full"})
     lora_targets: str | None = field(default=None, metadata={"help": "LLM LoRA targets: 'attn', 'ffn', 'attn,ffn' or ''"})
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     merger_lr: float | None = field(default=None, metadata={"help": "LR of merger params (default: learning_rate)"})
-    llm_lr: float | None = field(default=None, metadata={"help": "LR of LLM LoRA params (default: learning_rate)"})
+    llm_lr: float | None = field(default=None, metadata={"help": "LR of LLM params (default: learning_rate)"})
     vision_lr: float | None = field(default=None, metadata={"help": "LR of vision-tower params, if any train"})
     resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in output_dir"})
     tensorboard_dir: str | None = field(default=None, metadata={"help": "default: <output_dir>/tensorboard"})
+    early_stopping_patience: int = field(default=0, metadata={
+        "help": "stop after this many evaluations without improvement of --metric_for_best_model (default eval_loss); "
+                "0: off"})
+    early_stopping_min_delta: float = field(default=0.0, metadata={"help": "smallest change that counts as improvement"})
 
     def apply_preset(self) -> "StageArguments":
         """Fill every field left at None from the stage's preset."""
         if self.stage not in STAGE_PRESETS:
             raise ValueError(f"--stage must be one of {sorted(STAGE_PRESETS)}, got {self.stage}")
+        targets_given = self.lora_targets is not None
+        if self.train_llm is None and targets_given:  # recipes from before train_llm: the target list said it
+            self.train_llm = "lora" if self.llm_targets else "frozen"
         for k, v in STAGE_PRESETS[self.stage].items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
-        if self.train_merger not in ("frozen", "lora", "full"):
-            raise ValueError(f"--train_merger must be frozen|lora|full, got {self.train_merger!r}")
+        for part in ("vision", "merger", "llm"):
+            if getattr(self, f"train_{part}") not in MODES:
+                raise ValueError(f"--train_{part} must be {'|'.join(MODES)}, got {getattr(self, f'train_{part}')!r}")
+        if self.train_llm == "lora" and not self.llm_targets:
+            raise ValueError("--train_llm lora needs --lora_targets (attn, ffn or attn,ffn)")
+        if self.train_llm != "lora" and targets_given and self.llm_targets:
+            raise ValueError(f"--lora_targets {self.lora_targets!r} applies to --train_llm lora, not {self.train_llm}")
+        if self.early_stopping_patience < 0 or self.early_stopping_min_delta < 0:
+            raise ValueError("--early_stopping_patience and --early_stopping_min_delta must be >= 0")
         return self
+
+    @property
+    def modes(self) -> dict[str, str]:
+        return {"vision": self.train_vision, "merger": self.train_merger, "llm": self.train_llm}
 
     @property
     def llm_targets(self) -> list[str]:

@@ -41,6 +41,8 @@ def parse_args(argv=None):
     targs.remove_unused_columns = False  # our collator consumes whole records
     targs.label_names = ["labels"]       # PEFT hides forward's signature; without this no eval loss
     if targs.gradient_checkpointing and not targs.gradient_checkpointing_kwargs:
+    default_optimizer(targs, optim_given=_given(argv, "optim"))
+    check_training_modes(margs, sargs, targs)
         targs.gradient_checkpointing_kwargs = {"use_reentrant": False}
     return margs, dargs, sargs, targs, fargs
 
@@ -48,6 +50,44 @@ def parse_args(argv=None):
 def _zero_stage(targs) -> int:
     cfg = targs.deepspeed
     if not cfg:
+def _given(argv: list[str], name: str) -> bool:
+    """Whether an option was set explicitly, on the command line or in the recipe file."""
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        import yaml  # JSON is YAML
+        return name in (yaml.safe_load(Path(argv[0]).read_text()) or {})
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
+
+
+def default_optimizer(targs, optim_given: bool) -> None:
+    """Fused AdamW on GPUs unless the user picked an optimizer (transformers >= 5 with torch >= 2.8 defaults to it
+    already; pinning it keeps the choice independent of library versions). 8-bit / paged ones need bitsandbytes."""
+    import torch
+    from transformers.training_args import OptimizerNames
+
+    if not optim_given and torch.cuda.is_available() and not targs.use_cpu:
+        targs.optim = OptimizerNames.ADAMW_TORCH_FUSED
+    name = getattr(targs.optim, "value", targs.optim)
+    if "8bit" in name or "bnb" in name or name.startswith("paged_"):
+        from .quantization import require_bitsandbytes
+        require_bitsandbytes()
+
+
+def check_training_modes(margs: ModelArguments, sargs: StageArguments, targs) -> None:
+    """Refuse what cannot train before loading anything: optimizer steps on quantized weights, quantized bases
+    under ZeRO-3 (it would partition bitsandbytes' packed weights)."""
+    if margs.quantization == "none":
+        return
+    from .quantization import require_bitsandbytes
+    require_bitsandbytes()
+    quantized = ("vision", "merger", "llm") if margs.quantize_vision else ("llm",)
+    full = [c for c in quantized if sargs.modes[c] == "full"]
+    if full:
+        raise ValueError(f"--train_{full[0]} full cannot train --quantization {margs.quantization} weights: use lora "
+                         f"(QLoRA) for it, or --quantization none" + ("" if full[0] == "llm" else ", or drop --quantize_vision"))
+    if _zero_stage(targs) == 3:
+        raise ValueError("--quantization does not work with ZeRO-3: use ds_configs/zero2.json (or no DeepSpeed)")
+
+
         return 0
     if isinstance(cfg, str):
         cfg = json.loads(Path(cfg).read_text())
@@ -98,6 +138,18 @@ def build_vision_cache(fargs: SpeedArguments, family, model):
 def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
         fargs: SpeedArguments | None = None) -> dict:
     import torch
+def early_stopping(sargs: StageArguments, targs, has_eval: bool):
+    """The early-stopping callback the stage asks for (train/early_stopping.py), or None."""
+    if not sargs.early_stopping_patience:
+        return None
+    if not has_eval or targs.eval_strategy == "no":
+        raise ValueError("--early_stopping_patience needs validation: --eval_data and --eval_strategy steps|epoch")
+    from .early_stopping import EarlyStopping
+    metric = targs.metric_for_best_model or "eval_loss"
+    greater = targs.greater_is_better if targs.greater_is_better is not None else not metric.endswith("loss")
+    return EarlyStopping(metric, sargs.early_stopping_patience, sargs.early_stopping_min_delta, greater)
+
+
     from transformers import TrainerCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -117,6 +169,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     fargs = check_speed_options(fargs or SpeedArguments(), margs, _zero_stage(targs))
     # Seed before the model is built: LoRA's A matrices are drawn in apply_stage, before the Trainer seeds;
     # unseeded, two runs with the same --seed started from different adapters.
+    early = early_stopping(sargs, targs, bool(dargs.eval_data))
     set_seed(targs.seed)
     out = Path(targs.output_dir)
     os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(out / "tensorboard")
@@ -130,7 +183,9 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         attn_implementation=margs.attn_implementation, trust_remote_code=margs.trust_remote_code,
         min_pixels=margs.min_pixels, max_pixels=margs.max_pixels, max_len=dargs.max_len,
         image_root=dargs.image_root, truncation=dargs.truncation, allow_outside_root=dargs.allow_outside_root,
-        system_prompt=DEFAULT_SYSTEM if dargs.system_prompt is None else dargs.system_prompt)
+        system_prompt=DEFAULT_SYSTEM if dargs.system_prompt is None else dargs.system_prompt,
+        quantization=margs.quantization, quantize_vision=margs.quantize_vision,
+        device_map=None if margs.quantization == "none" else {"": str(targs.device)})  # each rank its own GPU
 
     # Validation pass before any step: bad samples are named in the report, never met at step N.
     reports = {}
@@ -184,7 +239,9 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
                        if fargs.packing else VLCollator(processor.pad_token_id, processor.image_token_id)),
         chunked_loss=fargs.chunked_loss, loss_chunk=fargs.loss_chunk, vision_cache=vision_cache,
         processing_class=processor.tokenizer, family=family, group_lrs=group_lrs, validator=validator,
-        curriculum=curriculum, callbacks=[GroupLRCheck()])
+        curriculum=curriculum, callbacks=[GroupLRCheck()] + ([early] if early else []))
+    if early:
+        early.log_fn = trainer.log  # its state goes to TensorBoard and log_history
 
     resume = None
     if sargs.resume and out.is_dir():
@@ -202,7 +259,9 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     summary = {
         "stage": sargs.stage, "family": family.name, "base": margs.model_name_or_path,
         "train_seconds": round(time.time() - t0, 2), "train_metrics": result.metrics, "final_eval": final_eval,
-        "optimizer_lrs": lr_check, "trainable": trainable_summary(model), "validation_reports": reports,
+        "optimizer_lrs": lr_check, "trainable": trainable_summary(model, family), "validation_reports": reports,
+        "modes": sargs.modes, "quantization": margs.quantization, "optimizer": trainer.optimizer_name(),
+        "early_stopping": early.summary() if early else None,
         "failed_at_train_time": train_ds.failed, "resumed_from": resume,
         "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs), "speed": asdict(fargs)},
         "vision_cache": vision_cache.summary() if vision_cache else None,

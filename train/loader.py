@@ -94,8 +94,12 @@ def load_processor(path: str, family: str | ModelFamily = "auto", **kw):
 
 def load_model_and_processor(path: str, family: str = "auto", dtype="auto", attn_implementation: str | None = None,
                              device_map=None, trust_remote_code: bool = False, min_pixels: int | None = None,
-                             max_pixels: int | None = None, **processor_kw):
-    """(model, VLProcessor, family) for a local checkpoint dir or a hub id."""
+                             max_pixels: int | None = None, quantization: str = "none", quantize_vision: bool = False,
+                             **processor_kw):
+    """(model, VLProcessor, family) for a local checkpoint dir or a hub id.
+
+    quantization "4bit" | "8bit": the LLM through bitsandbytes (train/quantization.py), the vision tower 16-bit unless
+    quantize_vision; loaded onto `device_map` (default: the current CUDA device, else the CPU)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -108,9 +112,17 @@ def load_model_and_processor(path: str, family: str = "auto", dtype="auto", attn
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if quantization not in (None, "none"):
+        from .quantization import bnb_config, check_quantized, compute_dtype_for, kept_16bit_modules
+        compute = compute_dtype_for(dtype if isinstance(dtype, torch.dtype) else torch.bfloat16)
+        kwargs["quantization_config"] = bnb_config(quantization, compute, kept_16bit_modules(config, fam, quantize_vision))
+        if device_map is None:  # bitsandbytes quantizes while placing the weights: they need a device up front
+            device_map = {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
     if device_map is not None:
         kwargs["device_map"] = device_map
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    if "quantization_config" in kwargs:
+        log.info("%s loaded in %s: %s", path, quantization, check_quantized(model, fam, quantize_vision))
     processor = load_processor(path, fam, min_pixels=min_pixels, max_pixels=max_pixels,
                                trust_remote_code=trust_remote_code, **processor_kw)
     return model, processor, fam

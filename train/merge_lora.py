@@ -3,6 +3,10 @@
 The merged checkpoint is saved with save_pretrained, reloaded from disk through the product loader (no
 strict=False anywhere), and its logits on a probe sample compared with the adapter model's.
 
+A QLoRA adapter (trained on a 4/8-bit base, as its run_summary.json says) merges the same way, into the 16-bit base
+loaded unquantized: the merged model is the adapter on the original weights. It differs from the model as trained by
+the base's quantization error; the report measures that too (max_abs_diff_vs_quantized_training), for information.
+
     python -m train.merge_lora --base BASE --adapter out/stage1 --out out/stage1_merged [--probe_data val.json]
 """
 from __future__ import annotations
@@ -42,6 +46,27 @@ def _logits(model, batch):
     return model(**b).logits.float()
 
 
+def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> dict:
+    """For a QLoRA adapter: how far the merged 16-bit model's logits are from the quantized model it was trained as."""
+    import json
+
+    summary = Path(adapter) / "run_summary.json"
+    margs = json.loads(summary.read_text()).get("args", {}).get("model", {}) if summary.exists() else {}
+    kind = margs.get("quantization") or "none"
+    if kind == "none":
+        return {}
+    try:
+        from peft import PeftModel
+
+        from .loader import load_model_and_processor
+        qmodel, _, _ = load_model_and_processor(base, dtype=dtype, quantization=kind,
+                                                quantize_vision=bool(margs.get("quantize_vision")))
+        gap = (_logits(PeftModel.from_pretrained(qmodel, adapter), batch).cpu() - ref).abs().max().item()
+    except ImportError as e:  # no bitsandbytes here: the merge itself is still verified
+        return {"trained_quantization": kind, "max_abs_diff_vs_quantized_training": None, "note": str(e)}
+    return {"trained_quantization": kind, "max_abs_diff_vs_quantized_training": gap}
+
+
 def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = None, dtype: str = "float32",
           atol: float = 1e-4) -> dict:
     from peft import PeftModel
@@ -70,7 +95,7 @@ def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = 
     from_disk = (_logits(reloaded, batch) - ref).abs().max().item()
     report = {"base": base, "adapter": adapter, "out": str(out_dir), "family": family.name,
               "max_abs_diff_in_memory": in_memory, "max_abs_diff_reloaded": from_disk, "atol": atol,
-              "logit_scale": ref.abs().max().item()}
+              "logit_scale": ref.abs().max().item(), **_quantized_training_gap(base, adapter, dtype, batch, ref)}
     if not (in_memory <= atol and from_disk <= atol):
         shutil.rmtree(tmp)
         raise RuntimeError(f"merged model differs from the adapter model: {report}")

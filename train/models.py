@@ -24,6 +24,9 @@ class ModelFamily:
     merger_regex: str                # Stage 1 LoRA targets (visual merger linears)
     vision_regex: str                # the whole vision tower (frozen unless asked)
     box_format: str                  # "qwen2" | "json_abs" | "json_rel"
+    merger_block_regex: str = r"(^|\.)visual\.merger(\.|$)"      # every merger parameter (--train_merger full)
+    vision_lora_regex: str = r"(^|\.)visual\.blocks\.\d+\."       # ViT linears (--train_vision lora)
+    llm_full_regex: str = r"(^|\.)(language_model|lm_head)(\.|$)"  # every LLM parameter (--train_llm full)
     box_scale: int = 1000            # relative box grid, for the relative formats
     default_system_prompt: str | None = "You are a helpful assistant."
 
@@ -48,7 +51,8 @@ FAMILIES: dict[str, ModelFamily] = {
     "qwen3_vl": ModelFamily(
         name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"),
         merger_regex=r"(^|\.)visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc(1|2)$",
-        vision_regex=r"(^|\.)visual(\.|$)", box_format="json_rel", default_system_prompt=None),
+        vision_regex=r"(^|\.)visual(\.|$)", box_format="json_rel", default_system_prompt=None,
+        merger_block_regex=r"(^|\.)visual\.(merger|deepstack_merger_list)(\.|$)"),
 }
 
 

@@ -31,7 +31,7 @@ def _head_as_identity(base):
 
 class VLTrainer(Trainer):
     """Overrides two hooks: `create_optimizer` (LR per merger / llm / vision group, also under DeepSpeed, which
-    calls this when ds_configs carry no optimizer block) and `evaluate` (eval loss + greedy-generation metrics)."""
+    calls this when ds_configs carry no optimizer block) and `evaluation_loop` (eval loss + greedy-generation metrics)."""
 
     def __init__(self, *args, family: ModelFamily, group_lrs: dict[str, float | None], validator=None,
                  chunked_loss: bool = False, loss_chunk: int = 4096, vision_cache=None, curriculum=None, **kwargs):
@@ -88,7 +88,9 @@ class VLTrainer(Trainer):
         cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, opt_model)
         kwargs.pop("lr", None)
         self.optimizer = cls(param_groups, lr=self.args.learning_rate, **kwargs)
-        log.info("optimizer groups: %s", [(g["group_name"], g["lr"], len(g["params"])) for g in param_groups])
+        if cls.__module__.startswith("bitsandbytes"):
+            _embeddings_in_32bit_state(opt_model)
+        log.info("optimizer %s groups: %s", cls.__name__, [(g["group_name"], g["lr"], len(g["params"])) for g in param_groups])
         return self.optimizer
 
     def optimizer_group_lrs(self) -> dict[str, float]:
@@ -117,6 +119,12 @@ class VLTrainer(Trainer):
             inputs = self.vision_cache.embed(base.model, inputs)
         ctx = packed_forward() if packed else contextlib.nullcontext()
         if not self.chunked_loss:
+    def optimizer_name(self) -> str:
+        """The class of the optimizer that steps, under accelerate / DeepSpeed wrappers."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        inner = getattr(inner, "optimizer", inner)
+        return f"{type(inner).__module__.split('.')[0]}.{type(inner).__name__}"
+
             with ctx:
                 outputs = model(**inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -150,10 +158,23 @@ class VLTrainer(Trainer):
         return m.get_base_model() if hasattr(m, "get_base_model") else m
 
     # -- evaluation -----------------------------------------------------------------------------
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+    def evaluation_loop(self, *args, **kwargs):
+        """Eval loss, then generation metrics into the same metrics dict: one log per evaluation, and callbacks'
+        on_evaluate (early stopping) and best-model tracking see every metric."""
+        output = super().evaluation_loop(*args, **kwargs)
         if self.validator is not None:
-            gen = {f"{metric_key_prefix}_{k}": v for k, v in self.validator.run(self.model, self.args).items()}
-            self.log(gen)
-            metrics.update(gen)
-        return metrics
+            prefix = kwargs.get("metric_key_prefix", "eval")
+            output.metrics.update({f"{prefix}_{k}": v for k, v in self.validator.run(self.model, self.args).items()})
+        return output
+
+
+def _embeddings_in_32bit_state(model) -> None:
+    """As HF's own create_optimizer does for bitsandbytes: embedding rows keep 32-bit optimizer state (8-bit state
+    on sparse, large-range embedding updates is unstable); a no-op unless embeddings train."""
+    import bitsandbytes
+    from torch import nn
+
+    manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding) and module.weight.requires_grad:
+            manager.register_module_override(module, "weight", {"optim_bits": 32})
