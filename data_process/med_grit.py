@@ -28,8 +28,9 @@ at encode time:
     RO  -> meta.task "region_classification", the question's box becomes `<region>`
     GC  -> meta.task "region_caption", every box becomes `<region>` (bare in the question, labelled in the answer)
     MII -> meta.task "vqa"
-A pair is rejected (reason + id in the report) for a missing image, an empty question/answer, a box coordinate outside
-0-1000, a box with x2 <= x1 or y2 <= y1, or a VG answer without a box.
+A pair is rejected (reason + id in the report) for a missing or unreadable image (or one outside --image_root, unless
+--allow_outside_root), an empty question/answer, a box coordinate outside 0-1000, a box with x2 <= x1 or y2 <= y1,
+or a VG answer without a box.
 
     python -m data_process.med_grit --input Med-GRIT/test_VG.json --image_root SA-Med2D/images --out medgrit_vg.json
 """
@@ -111,11 +112,11 @@ def _pairs(item) -> list[tuple[str, str]]:
     raise RowError("unrecognised_conversations")
 
 
-def convert(inputs, image_root, split: str | None = None, task: str = "auto",
-            show_progress: bool = True) -> tuple[list[dict], dict]:
+def convert(inputs, image_root, split: str | None = None, task: str = "auto", show_progress: bool = True,
+            allow_outside_root: bool = False) -> tuple[list[dict], dict]:
     paths = expand_inputs(inputs, patterns=("*.json",))
     report = Report(DATASET, paths)
-    images, ids = ImageResolver(image_root), IdRegistry(report)
+    images, ids = ImageResolver(image_root, allow_outside_root), IdRegistry(report)
     records = []
     for path in paths:
         file_split = resolve_split(split, path)
@@ -134,11 +135,18 @@ def convert(inputs, image_root, split: str | None = None, task: str = "auto",
                 report.reject(f"medgrit-{item_id}", str(e), where)
                 continue
             image = images.path(str(item.get("image") or f"{item_id}.png"))
-            size = image_size(image) if images.exists(image) else None
+            image_problem, size = images.problem(image), None
+            if image_problem is None:
+                try:
+                    size = image_size(image)
+                except (OSError, ValueError):  # PIL cannot identify / open it
+                    image_problem = "unreadable_image"
             for k, (q_raw, a_raw) in enumerate(pairs):
                 report.read += 1
                 base = f"medgrit-{item_id}" + (f"-t{k}" if len(pairs) > 1 else "")
                 try:
+                    if image_problem:
+                        raise RowError(image_problem)
                     rec = _convert_pair(base, item_id, q_raw, a_raw, image, size, file_split, file_task, where, ids)
                 except RowError as e:
                     report.reject(base, str(e), f"{where} turn {k}")
@@ -149,8 +157,6 @@ def convert(inputs, image_root, split: str | None = None, task: str = "auto",
 
 
 def _convert_pair(base, item_id, q_raw, a_raw, image, size, split, file_task, where, ids) -> dict:
-    if size is None:
-        raise RowError("image_not_found")
     question = clean_text(_IMG.sub(" ", q_raw).replace("<image>", " "))
     answer = clean_text(a_raw)
     if not question or not answer:
@@ -188,7 +194,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def convert_from_args(args: argparse.Namespace):
-    return convert(args.input, args.image_root, split=args.split, task=args.task, show_progress=not args.no_progress)
+    return convert(args.input, args.image_root, split=args.split, task=args.task, show_progress=not args.no_progress,
+                   allow_outside_root=getattr(args, "allow_outside_root", False))
 
 
 EPILOG = """examples:

@@ -60,8 +60,10 @@ def test_tasks_boxes_and_accounting(data):
 
 
 def test_task_from_file_name_wins(data):
+    write_image(data / "outside.png")
     recs, rep = med_grit.convert(data / "test_RO.json", data / "images", show_progress=False)
     assert rep["converted"] == 2 and {r["meta"]["task"] for r in recs} == {"region_classification"}
+    assert rep["rejected"] == {"image_outside_root": ["medgrit-ct_12--Outside--1"]}  # "../outside.png" leaves the root
     assert all(r["meta"]["split"] == "test" for r in recs)
     assert recs[1]["meta"]["boxes"][0]["xyxy"] == [0.0, 0.0, 200.0, 300.0]  # brace form, 0-1000 -> pixels
 
@@ -70,6 +72,7 @@ def test_task_from_file_name_wins(data):
 def test_every_record_encodes_and_grounding_parses_back(family, data, tiny_models):
     recs, _ = med_grit.convert([data / "train.json", data / "test_RO.json"], data / "images", split="train",
                                show_progress=False)
+    assert len(recs) == 9
     proc = load_processor(str(tiny_models[family]), max_len=1024)
     kept, rep = validate_records(recs, proc, progress=False)
     assert len(kept) == len(recs), rep.summary()
