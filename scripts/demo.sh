@@ -3,6 +3,8 @@
 #   synthetic medical-like data -> tiny random Qwen2-VL -> validation -> Stage 1 (merger LoRA) -> verified merge
 #   -> Stage 2 (LLM LoRA, validation callback) -> eval of base / Stage 1 / Stage 2 -> tables, plots, learning check.
 # No hub access needed. Output under DEMO_DIR (default demo_out/).
+# CURRICULUM=open_then_closed|closed_then_open|mixed trains Stage 2 in that data order (train/curriculum.py); the
+# order is recorded in DEMO_DIR/run/stage2/run_summary.json ("curriculum") and curriculum_order.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -21,7 +23,7 @@ MODEL=$D/base STAGE1_DATA=$D/data/stage1_captions.json TRAIN_DATA=$D/data/train.
 OUTPUT_DIR=$D/run EVAL_STEPS=300 \
 COMMON_ARGS="--per_device_train_batch_size 8 --per_device_eval_batch_size 16 --lr_scheduler_type cosine --logging_steps 20 --save_strategy no --disable_tqdm true --seed 0" \
 STAGE1_ARGS="--max_steps 300 --merger_lr 2e-3" \
-STAGE2_ARGS="--max_steps 750 --llm_lr 2e-3 --gen_eval_samples 60 --gen_max_new_tokens 8" \
+STAGE2_ARGS="--max_steps 750 --llm_lr 2e-3 --gen_eval_samples 60 --gen_max_new_tokens 8 --curriculum ${CURRICULUM:-none}" \
   bash scripts/finetune_lora_single_gpu.sh
 
 echo "== 5/6 evaluation of base / Stage 1 / Stage 2"
