@@ -151,7 +151,6 @@ def early_stopping(sargs: StageArguments, targs, has_eval: bool):
 
 
     from transformers import TrainerCallback, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from data_process.io import write_json
     from data_process.validate import validate_records
@@ -159,6 +158,7 @@ def early_stopping(sargs: StageArguments, targs, has_eval: bool):
     from .collator import VLCollator
     from .curriculum import build_plan
     from .packing import PackedCollator
+    from .checkpoints import last_complete_checkpoint
     from .data import VLDataset, load_records
     from .loader import load_model_and_processor
     from .preprocess import DEFAULT_SYSTEM
@@ -245,7 +245,7 @@ def early_stopping(sargs: StageArguments, targs, has_eval: bool):
 
     resume = None
     if sargs.resume and out.is_dir():
-        resume = get_last_checkpoint(str(out))
+        resume = last_complete_checkpoint(out)  # not get_last_checkpoint: it takes a half-written one
         if rank0:
             log.info("resuming from %s", resume or "scratch (no checkpoint found)")
     t0 = time.time()
