@@ -10,24 +10,48 @@
 #   ZERO           none | 2 | 3 | 3_offload (default none for 1 GPU, 2 for several)
 #   STAGE1_ARGS / STAGE2_ARGS / COMMON_ARGS  extra arguments for python -m train.finetune
 #   SKIP_STAGE1=1  Stage 2 straight on MODEL (e.g. a model already aligned)
+# Several nodes, torchrun: run the same command on every node with
+#   NNODES  node count    NODE_RANK  0..NNODES-1    MASTER_ADDR / MASTER_PORT  node 0's address (default 127.0.0.1:29511)
+#   RDZV=c10d  dynamic rendezvous at MASTER_ADDR:MASTER_PORT (torch assigns ranks on arrival; RDZV_ID names the job;
+#              still give each node its NODE_RANK: node 0 is the one that merges Stage 1)
+# Several nodes, DeepSpeed launcher: run on node 0 only; it starts every host of the hostfile over ssh/pdsh
+#   HOSTFILE  lines "hostname slots=GPUS"
+#   DS_NO_SSH=1  no ssh between nodes: run the same command on every node with its NODE_RANK (DeepSpeed --no_ssh)
+# Several nodes need OUTPUT_DIR (and the data) on a filesystem every node sees: node 0 merges Stage 1, others wait.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${MODEL:?set MODEL (checkpoint dir or hub id)}"
 : "${TRAIN_DATA:?set TRAIN_DATA (Stage-2 records)}"
 OUTPUT_DIR=${OUTPUT_DIR:-outputs/run}
 NUM_GPUS=${NUM_GPUS:-1}
-ZERO=${ZERO:-$([ "$NUM_GPUS" -gt 1 ] && echo 2 || echo none)}
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
+MASTER_PORT=${MASTER_PORT:-29511}
+WORLD=$(( NUM_GPUS * NNODES ))
+if [ -n "${HOSTFILE:-}" ]; then
+  WORLD=0; for n in $(grep -o 'slots=[0-9]*' "$HOSTFILE" | cut -d= -f2); do WORLD=$(( WORLD + n )); done
+  [ -n "${DS_NO_SSH:-}" ] || NODE_RANK=0  # with ssh the DeepSpeed launcher runs on node 0 only
+fi
+ZERO=${ZERO:-$([ "$WORLD" -gt 1 ] && echo 2 || echo none)}
 PY=${PYTHON:-python3}
 
 launch=("$PY" -m train.finetune)
 [ "$NUM_GPUS" -eq 1 ] && export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}  # no DataParallel
-if [ "$NUM_GPUS" -gt 1 ]; then
-  launch=("$PY" -m torch.distributed.run --nproc_per_node "$NUM_GPUS" --master_port "${MASTER_PORT:-29511}" -m train.finetune)
+if [ -n "${HOSTFILE:-}" ]; then
+  [ "$ZERO" != none ] || { echo "HOSTFILE runs through DeepSpeed: set ZERO=2 or 3" >&2; exit 1; }
+  launch=("$PY" -m deepspeed.launcher.runner --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR"
+          --master_port "$MASTER_PORT" ${DS_NO_SSH:+--no_ssh --node_rank "$NODE_RANK"} --module train.finetune)
+elif [ "$WORLD" -gt 1 ]; then
+  rdzv=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT")
+  [ "${RDZV:-static}" = c10d ] && rdzv=(--nnodes "$NNODES" --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT"
+                                         --rdzv_id "${RDZV_ID:-medvl}")
+  launch=("$PY" -m torch.distributed.run --nproc_per_node "$NUM_GPUS" "${rdzv[@]}" -m train.finetune)
 fi
 dist_args=()
 if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; then
   dist_args+=(--use_cpu)                        # CPU: processes talk over gloo
-  [ "$NUM_GPUS" -gt 1 ] && dist_args+=(--ddp_backend gloo)
+  [ "$WORLD" -gt 1 ] && dist_args+=(--ddp_backend gloo)
 else
   dist_args+=(--bf16)
 fi
@@ -46,11 +70,17 @@ stage2_base=$MODEL
 if [ -z "${SKIP_STAGE1:-}" ]; then
   : "${STAGE1_DATA:?set STAGE1_DATA (caption records) or SKIP_STAGE1=1}"
   run_stage 1 "$MODEL" "$STAGE1_DATA" "$OUTPUT_DIR/stage1" ${STAGE1_ARGS:-}
-  if [ ! -f "$OUTPUT_DIR/stage1_merged/merge_report.json" ]; then
-    "$PY" -m train.merge_lora --base "$MODEL" --adapter "$OUTPUT_DIR/stage1" --out "$OUTPUT_DIR/stage1_merged" \
+  stage2_base=$OUTPUT_DIR/stage1_merged
+  if [ ! -f "$OUTPUT_DIR/stage1/adapter_config.json" ]; then
+    stage2_base=$OUTPUT_DIR/stage1   # Stage 1 trained weights in full: its output is a checkpoint, nothing to merge
+  elif [ ! -f "$stage2_base/merge_report.json" ] && [ "$NODE_RANK" -ne 0 ]; then
+    echo "node $NODE_RANK: waiting for node 0 to merge Stage 1 into $stage2_base"
+    for _ in $(seq "${MERGE_WAIT_S:-7200}"); do [ -f "$stage2_base/merge_report.json" ] && break; sleep 1; done
+    [ -f "$stage2_base/merge_report.json" ] || { echo "no $stage2_base/merge_report.json: is OUTPUT_DIR shared?" >&2; exit 1; }
+  elif [ ! -f "$stage2_base/merge_report.json" ]; then
+    "$PY" -m train.merge_lora --base "$MODEL" --adapter "$OUTPUT_DIR/stage1" --out "$stage2_base" \
       ${EVAL_DATA:+--probe_data "$EVAL_DATA"}
   fi
-  stage2_base=$OUTPUT_DIR/stage1_merged
 fi
 run_stage 2 "$stage2_base" "$TRAIN_DATA" "$OUTPUT_DIR/stage2" "${eval_args[@]}" ${STAGE2_ARGS:-}
 
