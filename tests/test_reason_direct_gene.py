@@ -185,3 +185,26 @@ def test_http_failures_are_named_and_keyless(endpoint, monkeypatch):
     assert redact_url(endpoint) == f"http://127.0.0.1:{port}/v1"
     with pytest.raises(ValueError, match="carries credentials"):
         HTTPBackend(f"http://user:{KEY}@127.0.0.1:{port}/v1", "m", "K")
+
+
+def test_plain_causal_lm_checkpoint_batched_equals_one_by_one(tmp_path):
+    """A text-only checkpoint goes through AutoModelForCausalLM + its chat template, left-padded batches."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from train.tiny_model import CHAT_TEMPLATE, build_tokenizer
+
+    tok = build_tokenizer()
+    tok.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=None)
+    Qwen2ForCausalLM(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    prompts = [build_prompt("direct", qa_record("x", None, "Is there a lesion?", "yes")), "Describe the finding."]
+    batched = LocalBackend(str(tmp_path / "lm"), max_new_tokens=5, batch_size=2)
+    assert batched.kind == "causal_lm" and batched.describe()["loader"] == "causal_lm"
+    single = LocalBackend(str(tmp_path / "lm"), max_new_tokens=5, batch_size=1)
+    out = batched.generate(prompts)
+    assert len(out) == 2 and all(out) and out == single.generate(prompts)  # random model: some tokens, same ones
