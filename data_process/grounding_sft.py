@@ -20,7 +20,7 @@ multi_image, no_image); every box is kept or rejected with its reason (non_posit
 not_4_numbers); an image whose records disagree on the split is rejected (its boxes would leak across splits).
 
     python -m data_process.grounding_sft --input data/slake_train.json --out data/slake_grounding_train.json
-    python -m data_process.grounding_sft --input demo_out/data/train.json --out data/synth_grounding.json \
+    python -m data_process.grounding_sft --input demo_out/data/train.json --out data/synth_grounding.json \\
         --tasks region_classification --seed 1
 """
 from __future__ import annotations

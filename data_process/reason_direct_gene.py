@@ -4,7 +4,7 @@ a short reasoning answer and a direct answer for each record.
     # a local checkpoint (transformers; a Qwen-VL checkpoint runs text-only through the project's loader)
     python -m data_process.reason_direct_gene --input data/train.json --out_dir data/rd --model /models/Qwen2.5-7B-Instruct
     # an OpenAI-compatible endpoint (vLLM, TGI, a hosted API); the key is read from $OPENAI_API_KEY (or --api_key_env)
-    python -m data_process.reason_direct_gene --input data/train.json --out_dir data/rd \
+    python -m data_process.reason_direct_gene --input data/train.json --out_dir data/rd \\
         --endpoint http://localhost:8000/v1 --model_name Qwen2.5-7B-Instruct --batch_size 16
 
 Writes in --out_dir (appending as it goes; a rerun skips finished ids, rejected ones included, and cuts a line
