@@ -98,3 +98,20 @@ def test_mixed_modes_change_exactly_their_parameters_and_merge(family, modes, ch
             expect = {k for k in parts[part] if k.endswith(".weight") and ("linear_fc" in k or ".mlp." in k)}
         assert changed[part] == expect, (part, sorted(changed[part] ^ expect))
 
+
+
+def test_fused_adamw_is_the_gpu_default_unless_an_optimizer_was_chosen(monkeypatch, tmp_path):
+    from transformers import TrainingArguments
+
+    from train.finetune import _given, default_optimizer
+
+    assert _given(["--optim", "adamw_8bit"], "optim") and _given(["--optim=sgd"], "optim")
+    assert not _given(["--optim_args", "x"], "optim")
+    (tmp_path / "r.yaml").write_text("optim: adamw_torch\nlearning_rate: 0.1\n")
+    assert _given([str(tmp_path / "r.yaml")], "optim") and not _given([str(tmp_path / "r.yaml")], "seed")
+    chosen = TrainingArguments(output_dir=str(tmp_path), optim="adamw_torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # only the choice is tested; nothing runs
+    default_optimizer(chosen, optim_given=True)
+    assert chosen.optim == "adamw_torch"
+    default_optimizer(chosen, optim_given=False)
+    assert chosen.optim == "adamw_torch_fused"
