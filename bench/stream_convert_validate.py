@@ -1,0 +1,132 @@
+"""Long run in bounded memory: a synthetic LLaVA-Med-style file of N records (a JSON list, as the release ships
+`llava_med_alignment_500k.json`) -> `data_process.convert llava_med` -> `data_process.validate`, each step in its
+own process, its peak RSS read from the kernel (os.wait4). For scale, the peak RSS of loading the same file whole
+with json.load (what the converter did before it streamed).
+
+1% of the rows name a missing image, 1% have an empty answer, 1% repeat an earlier row: the report must account for
+every row (read = converted + rejected) and validation for every record (input = kept + rejected).
+
+    python -m bench.stream_convert_validate --n 200000                       # ~1-2 min on 2 CPU cores
+    python -m bench.stream_convert_validate --n 20000 --processor_model /tmp/tiny   # + validation through the
+                                                                             # real processor (image decode, template)
+Results: bench/results/stream_<n>.json (with --save) and docs/reliability.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+N_IMAGES = 2000  # distinct image names (hard links to one small JPEG): the converter stats each one
+WORDS = ("the chest x ray shows a right lower lobe opacity consistent with pneumonia there is no pleural effusion "
+         "the cardiac silhouette is normal in size ct of the abdomen demonstrates a hypodense hepatic lesion "
+         "histology shows atypical cells with enlarged nuclei what does the image show describe the findings").split()
+
+
+def write_dataset(path: Path, image_dir: Path, n: int, seed: int = 0) -> dict:
+    """Stream n LLaVA-Med instruct rows into a JSON list; returns the expected rejections."""
+    from PIL import Image
+
+    image_dir.mkdir(parents=True, exist_ok=True)
+    first = image_dir / "img0.jpg"
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(first)
+    for i in range(1, N_IMAGES):
+        os.link(first, image_dir / f"img{i}.jpg")
+    rng = random.Random(seed)
+    expect = {"image_not_found": 0, "empty_answer": 0, "duplicate_row": 0}
+    prev = None
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("[")
+        for i in range(n):
+            kind = rng.random()
+            if kind < 0.01 and prev is not None:  # a good row again (a bad one would be rejected for its fault)
+                row, expect["duplicate_row"] = prev, expect["duplicate_row"] + 1
+            else:
+                turns = []
+                for t in range(rng.choice((2, 4, 6))):
+                    text = " ".join(rng.choices(WORDS, k=rng.randint(8, 60)))
+                    turns.append({"from": "human" if t % 2 == 0 else "gpt", "value": text})
+                turns[0]["value"] = "<image>\n" + turns[0]["value"]
+                image = f"img{i % N_IMAGES}.jpg"
+                if kind < 0.02:
+                    image, expect["image_not_found"] = f"missing{i}.jpg", expect["image_not_found"] + 1
+                elif kind < 0.03:
+                    turns[-1]["value"], expect["empty_answer"] = "  ", expect["empty_answer"] + 1
+                row = {"id": f"PMC{1000000 + i}_fig{i % 7}", "image": image, "conversations": turns,
+                       "domain": {"chest_xray": kind < 0.5, "mri": False, "ct_scan": kind >= 0.5, "histology": False}}
+            f.write(("\n" if i == 0 else ",\n") + json.dumps(row))
+            if kind >= 0.03:
+                prev = row
+        f.write("\n]\n")
+    return expect
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float, str]:
+    """(peak RSS in MiB, seconds, output) of a child process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    t0 = time.time()
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = p.stdout.read().decode("utf-8", "replace")
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
+    return usage.ru_maxrss / 1024, time.time() - t0, out  # ru_maxrss is in KiB on Linux
+
+
+def run(n: int, workdir: Path, processor_model: str | None = None, whole_load: bool = True) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    data, images = workdir / "llava_med_instruct_synthetic.json", workdir / "images"
+    expect = write_dataset(data, images, n)
+    res = {"n": n, "input_mib": round(data.stat().st_size / 2 ** 20, 1), "expected_rejections": expect}
+    if whole_load:
+        rss, sec, _ = run_measured([sys.executable, "-c", f"import json; json.load(open({str(data)!r}))"])
+        res["json_load_whole_file"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2)}
+    conv = workdir / "converted.jsonl"
+    rss, sec, _ = run_measured([sys.executable, "-m", "data_process.convert", "llava_med", "--input", str(data),
+                                "--image_root", str(images), "--out", str(conv), "--kind", "instruct", "--no_progress"])
+    rep = json.loads((workdir / "converted.report.json").read_text())
+    res["convert"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "read": rep["read"],
+                      "converted": rep["converted"], "rejected": {k: len(v) for k, v in rep["rejected"].items()}}
+    clean = workdir / "clean.jsonl"
+    rss, sec, _ = run_measured([sys.executable, "-m", "data_process.validate", "--schema_only", "--data", str(conv),
+                                "--out", str(clean), "--no_progress"])
+    vrep = json.loads((workdir / "clean.jsonl.report.json").read_text())
+    res["validate_schema_only"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "input": vrep["input"],
+                                   "kept": vrep["kept"], "rejected": vrep["rejected"]}
+    if processor_model:
+        rss, sec, _ = run_measured([sys.executable, "-m", "data_process.validate", "--model", processor_model,
+                                    "--data", str(conv), "--out", str(workdir / "clean_proc.jsonl"), "--no_progress"])
+        prep = json.loads((workdir / "clean_proc.jsonl.report.json").read_text())
+        res["validate_processor"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "input": prep["input"],
+                                     "kept": prep["kept"], "rejected": prep["rejected"],
+                                     "records_per_s": round(prep["input"] / sec, 1)}
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--workdir", default=None, help="default: a temp dir, removed afterwards")
+    p.add_argument("--processor_model", default=None, help="also validate through this checkpoint's processor")
+    p.add_argument("--save", action="store_true", help="write bench/results/stream_<n>.json")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = run(a.n, Path(a.workdir or tmp), a.processor_model)
+    print(json.dumps(res, indent=2))
+    if a.save:
+        out = ROOT / "bench" / "results" / f"stream_{a.n}.json"
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
