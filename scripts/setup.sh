@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # One-command setup: installs what is missing, never replaces an installed torch.
 #   bash scripts/setup.sh            # runtime + test dependencies
-#   SETUP_NO_APT=1 bash scripts/setup.sh   # skip Debian packages (WordNet for nltk METEOR)
+#   SETUP_NO_APT=1 bash scripts/setup.sh   # skip Debian packages (WordNet for nltk METEOR, Chromium for the report test)
+#   bash scripts/setup.sh --offline DIR    # air-gapped: every wheel from DIR (scripts/make_wheelhouse.sh), no network
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+PIP_SOURCE=()   # where pip looks: its configured indexes, or only the wheelhouse
+OFFLINE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --offline) [ -d "${2:-}" ] || { echo "setup.sh: --offline needs a wheelhouse folder (scripts/make_wheelhouse.sh)" >&2; exit 2; }
+               OFFLINE=$(cd "$2" && pwd); PIP_SOURCE=(--no-index --find-links "$OFFLINE"); shift 2 ;;
+    *) echo "setup.sh: unknown argument $1 (usage: bash scripts/setup.sh [--offline WHEELHOUSE_DIR])" >&2; exit 2 ;;
+  esac
+done
 
 # 1. torch first. An existing torch (CPU or CUDA) is pinned so pip cannot swap it for another build.
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null 2>&1; then
+  if [ -n "$OFFLINE" ]; then
+    "$PY" -m pip install "${PIP_SOURCE[@]}" -c "$OFFLINE/constraints.txt" torch  # the torch the wheelhouse was made with
+  elif command -v nvidia-smi >/dev/null 2>&1; then
     "$PY" -m pip install ${TORCH_SPEC:-torch}
   else
     # CPU machine: a CPU build (this project's dev/CI machines keep torch 2.13.0 CPU on disk).
@@ -26,13 +38,20 @@ if "$PY" -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('
 fi
 
 # 2. Python packages (torch held at the installed version).
-"$PY" -m pip install -q -c "$CONSTRAINTS" -r requirements.txt -r requirements-test.txt
+"$PY" -m pip install -q "${PIP_SOURCE[@]}" -c "$CONSTRAINTS" -r requirements.txt -r requirements-test.txt
 rm -f "$CONSTRAINTS"
 
-# 3. WordNet for nltk's METEOR (no nltk download offline): Debian packages, then an nltk-readable copy.
-if [ -z "${SETUP_NO_APT:-}" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  if ! dpkg -s wordnet-base wordnet-sense-index >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wordnet-base wordnet-sense-index >/dev/null
+# 3. Debian packages: WordNet for nltk's METEOR (no nltk download offline; made nltk-readable below) and Chromium
+#    (headless, for the test that renders the HTML report). As root, or through passwordless sudo.
+SUDO=""
+[ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && SUDO="sudo -n"; } || true
+if [ -z "${SETUP_NO_APT:-}" ] && [ -z "$OFFLINE" ] && command -v apt-get >/dev/null 2>&1 \
+   && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+  pkgs=()
+  dpkg -s wordnet-base wordnet-sense-index >/dev/null 2>&1 || pkgs+=(wordnet-base wordnet-sense-index)
+  command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   fi
 fi
 "$PY" -m eval.metrics.wordnet_setup || echo "NOTE: WordNet not set up: nltk METEOR will refuse to run (pycocoevalcap METEOR still works with Java)." >&2
