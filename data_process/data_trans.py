@@ -28,6 +28,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .convert_common import normalize_answer, strip_image_tags, yes_no
 from .io import DataError, read_records, write_json
 from .schema import record_problems
@@ -108,7 +110,7 @@ def build(inputs: list[str | Path], split: str | None = "test") -> tuple[list[di
     for path in inputs:
         records = read_records(path)
         n = 0
-        for i, rec in enumerate(records):
+        for i, rec in enumerate(tqdm(records, desc=f"data_trans {Path(path).name}", disable=None, mininterval=1)):
             problems = record_problems(rec)
             rid = rec.get("id", f"#{i}") if isinstance(rec, dict) else f"#{i}"
             if problems:
@@ -128,7 +130,7 @@ def build(inputs: list[str | Path], split: str | None = "test") -> tuple[list[di
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_process.data_trans", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog="examples:\n" + __doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inputs", nargs="+", required=True, metavar="RECORDS.json", help="converted records (.json/.jsonl)")
     p.add_argument("--out_dir", required=True, metavar="DIR")
     p.add_argument("--split", default="test", help="split to keep (default test; 'all' keeps every record)")

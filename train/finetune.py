@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ log = logging.getLogger("train.finetune")
 def parse_args(argv=None):
     from transformers import HfArgumentParser, TrainingArguments
 
-    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments, SpeedArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments, SpeedArguments),
+                              prog="python -m train.finetune", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         margs, dargs, sargs, targs, fargs = parser.parse_yaml_file(argv[0])

@@ -136,7 +136,10 @@ def bertscore_f1(preds: Sequence[str], refs: Sequence[str], *, model: str, num_l
         b = float(scorer.baseline_vals[2])
         empty_value = (0.0 - b) / (1.0 - b)
     if keep:
-        _, _, f = scorer.score([preds[i] for i in keep], [refs[i] for i in keep], batch_size=batch_size)
+        # bert-score's own progress bars on large sets only (a few hundred pairs take seconds; its verbose mode
+        # also prints timing lines to stdout)
+        _, _, f = scorer.score([preds[i] for i in keep], [refs[i] for i in keep], batch_size=batch_size,
+                               verbose=len(keep) >= 2000)
         for i, v in zip(keep, f.tolist()):
             f1[i] = float(v)
     for i in set(range(len(preds))) - set(keep):

@@ -9,7 +9,7 @@ page that wordnet-base ships (/usr/share/man/man5/lexnames.5WN.gz), or, where ma
 from the image, from the same WordNet 3.0 table embedded below. Either way the table is checked against the
 lex_filenum field of every synset in data.noun/verb/adj/adv before it is written.
 
-Usage (scripts/setup.sh runs it):
+Examples (scripts/setup.sh runs the second):
     apt-get update && apt-get install -y wordnet-base wordnet-sense-index
     python -m eval.metrics.wordnet_setup [--nltk-data DIR] [--source /usr/share/wordnet] [--force]
 
@@ -170,7 +170,9 @@ def build(nltk_dir: Path, source: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m eval.metrics.wordnet_setup", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nltk-data", type=Path, default=None, help="nltk data dir (default: $NLTK_DATA or ~/nltk_data)")
     ap.add_argument("--source", type=Path, default=DEBIAN_DIR, help="Debian WordNet dir (default %(default)s)")
     ap.add_argument("--force", action="store_true", help="rebuild even if nltk already finds a working WordNet")
