@@ -65,6 +65,7 @@ def batched(model, processor, records, new_tokens, batch_size, num_workers=8):
 
 
 def timed(fn, *args, repeats=1):
+    """Median wall time over `repeats` passes (each synchronised), peak memory, last result."""
     times, result = [], None
     for _ in range(repeats):
         if torch.cuda.is_available():
@@ -87,6 +88,7 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=64)
     p.add_argument("--num_workers", type=int, default=8, help="encoding threads of path (b)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched path (median)")
+    p.add_argument("--repeats_a", type=int, default=3, help="timed repeats of the per-sample loop (median)")
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     a = p.parse_args(argv)
 
@@ -103,11 +105,11 @@ def main(argv=None):
     for k in a.new_tokens:
         per_sample(model, processor, records[:2], k)  # warm-up both paths
         batched(model, processor, records[:4], k, a.batch_size, a.num_workers)
-        ta, ma, ids_a = timed(per_sample, model, processor, records, k)
+        ta, ma, ids_a = timed(per_sample, model, processor, records, k, repeats=a.repeats_a)
         tb, mb, ids_b = timed(batched, model, processor, records, k, a.batch_size, a.num_workers, repeats=a.repeats)
         seq_agree = sum(x == y for x, y in zip(ids_a, ids_b)) / len(records)
         tok_agree = sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b)) / sum(len(x) for x in ids_a)
-        rows.append({"config": Path(a.config).stem, "new_tokens": k, "n": a.n, "batch_size": a.batch_size, "num_workers": a.num_workers,
+        rows.append({"config": Path(a.config).stem, "new_tokens": k, "n": a.n, "repeats_a": a.repeats_a, "repeats_b": a.repeats, "batch_size": a.batch_size, "num_workers": a.num_workers,
                      "a_samples_per_s": a.n / ta, "b_samples_per_s": a.n / tb, "a_tokens_per_s": a.n * k / ta,
                      "b_tokens_per_s": a.n * k / tb, "ratio": ta / tb, "a_peak_gib": ma, "b_peak_gib": mb,
                      "sequence_agreement": seq_agree, "token_agreement": tok_agree,

@@ -10,6 +10,7 @@
 #   ZERO           none | 2 | 3 | 3_offload (default none for 1 GPU, 2 for several)
 #   STAGE1_ARGS / STAGE2_ARGS / COMMON_ARGS  extra arguments for python -m train.finetune
 #   SKIP_STAGE1=1  Stage 2 straight on MODEL (e.g. a model already aligned)
+#   SPEED_ARGS     GPU speed options, default "--packing --chunked_loss" (not with ZeRO-3); NUM_WORKERS default 8
 # Several nodes, torchrun: run the same command on every node with
 #   NNODES  node count    NODE_RANK  0..NNODES-1    MASTER_ADDR / MASTER_PORT  node 0's address (default 127.0.0.1:29511)
 #   RDZV=c10d  dynamic rendezvous at MASTER_ADDR:MASTER_PORT (torch assigns ranks on arrival; RDZV_ID names the job;
@@ -53,7 +54,11 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
   dist_args+=(--use_cpu)                        # CPU: processes talk over gloo
   [ "$WORLD" -gt 1 ] && dist_args+=(--ddp_backend gloo)
 else
-  dist_args+=(--bf16)
+  dist_args+=(--bf16 --dataloader_num_workers "${NUM_WORKERS:-8}")
+  # Exact speed-ups (bench/RESULTS.md): padding-free packing + labelled-only chunked loss. Not under ZeRO-3, where the
+  # chunked loss would run the partitioned LM head outside the engine. SPEED_ARGS="" turns them off; add
+  # --vision_cache to STAGE2_ARGS for multi-epoch Stage 2 (not Qwen3-VL).
+  [ "$ZERO" = 3 ] || [ "$ZERO" = 3_offload ] || dist_args+=(${SPEED_ARGS---packing --chunked_loss})
 fi
 [ "$ZERO" != none ] && dist_args+=(--deepspeed "ds_configs/zero${ZERO}.json")
 eval_args=()

@@ -24,7 +24,8 @@ def labelled_positions(hidden: torch.Tensor, labels: torch.Tensor):
 
 
 def _chunk_nll_sum(h: torch.Tensor, y: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
-    return F.cross_entropy(head(h).float(), y, reduction="sum")
+    # Accelerate returns a mixed-precision model's outputs upcast to fp32; the head computes in its own dtype.
+    return F.cross_entropy(head(h.to(head.weight.dtype)).float(), y, reduction="sum")
 
 
 def chunked_nll_sum(h: torch.Tensor, y: torch.Tensor, head: torch.nn.Module, chunk: int = 4096) -> torch.Tensor:
