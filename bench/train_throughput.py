@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,14 +36,22 @@ WORDS = ("is there a lesion in the left upper lobe of the lung what imaging moda
          "the findings show a small effusion with no pneumothorax and a normal cardiac silhouette").split()
 
 # Path (b) variants: each adds one lever to the previous (the ablation ladder), name -> (speed options, trainer args).
+# A variant may carry its own micro-batch: "b_pack_chunk@16" (default: --batch_a for a, --batch_b otherwise).
 VARIANTS = {
     "a": None,  # the common recipe
     "b_pack": ({"packing": True}, {"gradient_checkpointing": True}),
-    "b_pack_nogc": ({"packing": True}, {"gradient_checkpointing": False}),
-    "b_pack_nogc_chunk": ({"packing": True, "chunked_loss": True}, {"gradient_checkpointing": False}),
+    "b_pack_chunk": ({"packing": True, "chunked_loss": True}, {"gradient_checkpointing": True}),
+    "b_pack_chunk_nogc": ({"packing": True, "chunked_loss": True}, {"gradient_checkpointing": False}),
     "b": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": False}),
     "b_gc": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": True}),
 }
+
+
+def parse_variant(spec: str, args) -> tuple[str, int]:
+    name, _, batch = spec.partition("@")
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}; known: {sorted(VARIANTS)}")
+    return name, int(batch) if batch else (args.batch_a if name == "a" else args.batch_b)
 
 
 def _words_to_tokens(tok, rng, n_tokens: int) -> str:
@@ -145,7 +155,7 @@ def llm_and_vit_params(model) -> tuple[int, int]:
     return llm + head.numel(), vit
 
 
-def run_variant(name, model_builder, records, args, stage: int, device) -> dict:
+def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
@@ -157,12 +167,12 @@ def run_variant(name, model_builder, records, args, stage: int, device) -> dict:
     from train.packing import PackedCollator
     from train.trainer import VLTrainer
 
+    name, batch = parse_variant(spec, args)
     speed_opts, targ_opts = VARIANTS[name] or ({}, {"gradient_checkpointing": True})
     if stage == 1:  # the merger trains in Stage 1: its input (ViT output) could be cached, its output cannot
         speed_opts = {k: v for k, v in speed_opts.items() if k != "vision_cache"}
     speed = SpeedArguments(**speed_opts)
     model, processor, family = model_builder(attn="medvl_varlen" if speed.packing else "sdpa")
-    batch = args.batch_a if name == "a" else args.batch_b
     steps = args.steps
     n_needed = batch * (steps + args.warmup)
     if speed.vision_cache:  # time epoch 2 (all hits): run epoch 1 first over the same records
@@ -172,7 +182,7 @@ def run_variant(name, model_builder, records, args, stage: int, device) -> dict:
     stage_args = StageArguments(stage=stage, lora_r=16, lora_alpha=32, lora_dropout=0.05).apply_preset()
     gc = targ_opts["gradient_checkpointing"]
     targs = TrainingArguments(
-        output_dir=str(args.tmp / f"out_{name}"), per_device_train_batch_size=batch, bf16=device.type == "cuda",
+        output_dir=str(args.tmp / f"out_{spec}"), per_device_train_batch_size=batch, bf16=device.type == "cuda",
         use_cpu=device.type != "cuda", gradient_checkpointing=gc,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gc else None,
         optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch", learning_rate=1e-4,
@@ -216,7 +226,7 @@ def run_variant(name, model_builder, records, args, stage: int, device) -> dict:
     smp_s = statistics.median(s["samples"] / s["seconds"] for s in timed)
     n_llm, n_vit = llm_and_vit_params(model)
     flops = [(4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in timed]
-    out = {"variant": name, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
+    out = {"variant": spec, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
            "timed_steps": len(timed), "tokens_per_s": tok_s, "samples_per_s": smp_s,
            "median_step_s": statistics.median(s["seconds"] for s in timed),
            "tokens_per_step": statistics.median(s["tokens"] for s in timed),
@@ -278,7 +288,7 @@ def main(argv=None):
     p.add_argument("--config", default="bench/configs/qwen2_vl_2b.json")
     p.add_argument("--tiny", action="store_true", help="CPU smoke run on the tiny qwen2_vl model")
     p.add_argument("--stage", type=int, default=2, choices=[1, 2])
-    p.add_argument("--variants", nargs="+", default=["a", "b"], choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=["a", "b"], help=f"of {list(VARIANTS)}, optionally @batch")
     p.add_argument("--n", type=int, default=256, help="distinct records")
     p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3)
@@ -287,6 +297,7 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--profile", action="store_true", help="profile one step per variant (not timed)")
     p.add_argument("--out", default=None)
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON here
     a = p.parse_args(argv)
 
     from train.models import get_family
@@ -314,26 +325,37 @@ def main(argv=None):
             fam = get_family(model.config)
             return model, VLProcessor(tok, improc, fam, max_len=4096, system_prompt=DEFAULT_SYSTEM), fam
         size = (448, 561)
+    if a._child:  # one variant in a fresh process: a fresh CUDA context, its own peak memory, OOM-safe
+        records = json.loads((Path(a._child).parent / "records.json").read_text())
+        r = run_variant(a.variants[0], builder, records, a, a.stage, device)
+        Path(a._child).write_text(json.dumps(r))
+        return
     _, proc0, _ = builder("sdpa")
     records = make_records(proc0.tokenizer, a.n, a.tmp, size=size)
+    (a.tmp / "records.json").write_text(json.dumps(records))
+    import transformers
     result = {"config": a.config if not a.tiny else "tiny", "device": torch.cuda.get_device_name() if device.type == "cuda"
-              else "cpu", "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
+              else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
+              "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
               "peak_bf16_tflops_measured": measured_peak_flops(device) / 1e12,
               "dataloader": dataloader_rate(proc0, records), "loss_check": loss_check(builder, records, a.stage, a.tmp),
               "runs": []}
     del proc0
-    import transformers
-    result["transformers"] = transformers.__version__
+    torch.cuda.empty_cache()
     for v in a.variants:
         t0 = time.time()
-        try:
-            r = run_variant(v, builder, records, a, a.stage, device)
-        except torch.OutOfMemoryError as e:
-            r = {"variant": v, "error": f"OOM: {str(e)[:200]}"}
-            torch.cuda.empty_cache()
+        child_out = a.tmp / f"run_{v}.json"
+        argv_child = [x for x in (argv if argv is not None else sys.argv[1:])]
+        cmd = [sys.executable, "-m", "bench.train_throughput", *argv_child, "--variants", v, "--_child", str(child_out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 and child_out.exists():
+            r = json.loads(child_out.read_text())
+        else:
+            tail = (proc.stderr or "")[-3000:]
+            r = {"variant": v, "error": "OOM" if "OutOfMemoryError" in tail else f"rc {proc.returncode}", "stderr_tail": tail}
         r["wall_s"] = round(time.time() - t0, 1)
         result["runs"].append(r)
-        print(json.dumps(r), flush=True)
+        print(json.dumps({k: x for k, x in r.items() if k not in ("profile", "stderr_tail")}), flush=True)
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(result, indent=1))
