@@ -136,7 +136,7 @@ def test_two_processes_follow_the_order_and_resume_mid_epoch(tmp_path):
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     from data_process.synth import generate
-    return generate(tmp_path_factory.mktemp("synth"), n_train=12, n_val=2, n_test=2, size=64, seed=3)
+    return generate(tmp_path_factory.mktemp("synth"), n_train=8, n_val=2, n_test=2, size=64, seed=3)
 
 
 def test_finetune_trains_in_curriculum_order_and_records_it(tiny_models, synth, tmp_path, monkeypatch):
@@ -155,20 +155,20 @@ def test_finetune_trains_in_curriculum_order_and_records_it(tiny_models, synth, 
     out = tmp_path / "run"
     argv = ["--model_name_or_path", str(tiny_models["qwen2_vl"]), "--train_data", synth["train"], "--output_dir", str(out),
             "--stage", "2", "--per_device_train_batch_size", "4", "--use_cpu", "--report_to", "none",
-            "--save_strategy", "no", "--seed", "0", "--dataloader_num_workers", "0", "--max_steps", "6",
+            "--save_strategy", "no", "--seed", "0", "--dataloader_num_workers", "0", "--max_steps", "4",
             "--curriculum", "open_then_closed", "--disable_tqdm", "true"]
     summary = run(*parse_args(argv))
     recs = read_records(synth["train"])
     cur = summary["curriculum"]
-    assert cur["curriculum"] == "open_then_closed" and cur["scope"] == "run" and cur["consumed_samples"] == 24
+    assert cur["curriculum"] == "open_then_closed" and cur["scope"] == "run" and cur["consumed_samples"] == 16
     assert summary["args"]["data"]["curriculum"] == "open_then_closed"
     n_open = sum(1 for r in recs if r["meta"]["answer_type"] == "open")
     assert [p["n_records"] for p in cur["phases"]] == [n_open, len(recs) - n_open]
     order = json.loads((out / "curriculum_order.json").read_text())
-    ids = [str(recs[i]["id"]) for i in seen[:24]]
-    assert ids == order[0][:24] and cur["first_ids"] == order[0][:20]
+    ids = [str(recs[i]["id"]) for i in seen[:16]]
+    assert ids == order[0][:16] and cur["first_ids"] == order[0][:20]
     split = cur["phases"][0]["run_positions"][1]
-    kinds = [recs[i]["meta"]["answer_type"] for i in seen[:24]]
-    assert kinds == ["open"] * split + ["closed"] * (24 - split) and 0 < split < 24
+    kinds = [recs[i]["meta"]["answer_type"] for i in seen[:16]]
+    assert kinds == ["open"] * split + ["closed"] * (16 - split) and 0 < split < 16
     on_disk = json.loads((out / "run_summary.json").read_text())["curriculum"]
     assert on_disk["order_sha256"] == cur["order_sha256"]
