@@ -47,18 +47,15 @@ def parse_args(argv=None):
     else:
         margs, dargs, sargs, targs, fargs = parser.parse_args_into_dataclasses(argv)
     sargs.apply_preset()
+    default_optimizer(targs, optim_given=_given(argv, "optim"))
+    check_training_modes(margs, sargs, targs)
     targs.remove_unused_columns = False  # our collator consumes whole records
     targs.label_names = ["labels"]       # PEFT hides forward's signature; without this no eval loss
     if targs.gradient_checkpointing and not targs.gradient_checkpointing_kwargs:
-    default_optimizer(targs, optim_given=_given(argv, "optim"))
-    check_training_modes(margs, sargs, targs)
         targs.gradient_checkpointing_kwargs = {"use_reentrant": False}
     return margs, dargs, sargs, targs, fargs
 
 
-def _zero_stage(targs) -> int:
-    cfg = targs.deepspeed
-    if not cfg:
 def _given(argv: list[str], name: str) -> bool:
     """Whether an option was set explicitly, on the command line or in the recipe file."""
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
@@ -97,6 +94,9 @@ def check_training_modes(margs: ModelArguments, sargs: StageArguments, targs) ->
         raise ValueError("--quantization does not work with ZeRO-3: use ds_configs/zero2.json (or no DeepSpeed)")
 
 
+def _zero_stage(targs) -> int:
+    cfg = targs.deepspeed
+    if not cfg:
         return 0
     if isinstance(cfg, str):
         cfg = json.loads(Path(cfg).read_text())
@@ -144,9 +144,6 @@ def build_vision_cache(fargs: SpeedArguments, family, model):
     return cache
 
 
-def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
-        fargs: SpeedArguments | None = None) -> dict:
-    import torch
 def early_stopping(sargs: StageArguments, targs, has_eval: bool):
     """The early-stopping callback the stage asks for (train/early_stopping.py), or None."""
     if not sargs.early_stopping_patience:
@@ -159,6 +156,9 @@ def early_stopping(sargs: StageArguments, targs, has_eval: bool):
     return EarlyStopping(metric, sargs.early_stopping_patience, sargs.early_stopping_min_delta, greater)
 
 
+def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
+        fargs: SpeedArguments | None = None) -> dict:
+    import torch
     from transformers import TrainerCallback, set_seed
 
     from data_process.io import write_json
@@ -175,10 +175,10 @@ def early_stopping(sargs: StageArguments, targs, has_eval: bool):
     from .validation import GenerationValidator
 
     check_one_gpu_per_process(targs.n_gpu)
+    early = early_stopping(sargs, targs, bool(dargs.eval_data))
     fargs = check_speed_options(fargs or SpeedArguments(), margs, _zero_stage(targs))
     # Seed before the model is built: LoRA's A matrices are drawn in apply_stage, before the Trainer seeds;
     # unseeded, two runs with the same --seed started from different adapters.
-    early = early_stopping(sargs, targs, bool(dargs.eval_data))
     set_seed(targs.seed)
     out = Path(targs.output_dir)
     os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(out / "tensorboard")

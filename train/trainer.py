@@ -93,6 +93,12 @@ class VLTrainer(Trainer):
         log.info("optimizer %s groups: %s", cls.__name__, [(g["group_name"], g["lr"], len(g["params"])) for g in param_groups])
         return self.optimizer
 
+    def optimizer_name(self) -> str:
+        """The class of the optimizer that steps, under accelerate / DeepSpeed wrappers."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        inner = getattr(inner, "optimizer", inner)
+        return f"{type(inner).__module__.split('.')[0]}.{type(inner).__name__}"
+
     def optimizer_group_lrs(self) -> dict[str, float]:
         """The initial LR per group as the optimizer that actually steps holds it (DeepSpeed's included)."""
         opt = self.optimizer
@@ -119,12 +125,6 @@ class VLTrainer(Trainer):
             inputs = self.vision_cache.embed(base.model, inputs)
         ctx = packed_forward() if packed else contextlib.nullcontext()
         if not self.chunked_loss:
-    def optimizer_name(self) -> str:
-        """The class of the optimizer that steps, under accelerate / DeepSpeed wrappers."""
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        inner = getattr(inner, "optimizer", inner)
-        return f"{type(inner).__module__.split('.')[0]}.{type(inner).__name__}"
-
             with ctx:
                 outputs = model(**inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
