@@ -1,7 +1,7 @@
 """Long run in bounded memory: a synthetic LLaVA-Med-style file of N records (a JSON list, as the release ships
 `llava_med_alignment_500k.json`) -> `data_process.convert llava_med` -> `data_process.validate`, each step in its
-own process, its peak RSS read from the kernel (os.wait4). For scale, the peak RSS of loading the same file whole
-with json.load (what the converter did before it streamed).
+own process, its peak RSS read from the kernel (the child's VmHWM). For scale, the peak RSS of loading the same file
+whole (`python -m json.tool`, json.load + dump: what the converter's json.load did before it streamed, and more).
 
 1% of the rows name a missing image, 1% have an empty answer, 1% repeat an earlier row: the report must account for
 every row (read = converted + rejected) and validation for every record (input = kept + rejected).
@@ -68,17 +68,33 @@ def write_dataset(path: Path, image_dir: Path, n: int, seed: int = 0) -> dict:
     return expect
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, str]:
-    """(peak RSS in MiB, seconds, output) of a child process."""
+_MEASURE = """
+import runpy, sys
+module, out = sys.argv[1], sys.argv[2]
+sys.argv = [module] + sys.argv[3:]
+code = 0
+try:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    code = e.code or 0
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+open(out, "w").write(hwm.split()[1])
+sys.exit(code)
+"""
+
+
+def run_measured(module: str, args: list[str], workdir: Path) -> tuple[float, float, str]:
+    """(peak RSS in MiB, seconds, output) of `python -m module args` in a child process. The peak is the child's
+    own VmHWM: its rusage ru_maxrss would also count the parent's pages at fork (hundreds of MiB under pytest)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    hwm = workdir / f".{module}.hwm"
     t0 = time.time()
-    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    out = p.stdout.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{out[-3000:]}")
-    return usage.ru_maxrss / 1024, time.time() - t0, out  # ru_maxrss is in KiB on Linux
+    r = subprocess.run([sys.executable, "-c", _MEASURE, module, str(hwm), *args], cwd=ROOT, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = r.stdout.decode("utf-8", "replace")
+    if r.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed ({r.returncode}):\n{out[-3000:]}")
+    return int(hwm.read_text()) / 1024, time.time() - t0, out  # VmHWM is in kB
 
 
 def run(n: int, workdir: Path, processor_model: str | None = None, whole_load: bool = True) -> dict:
@@ -87,23 +103,23 @@ def run(n: int, workdir: Path, processor_model: str | None = None, whole_load: b
     expect = write_dataset(data, images, n)
     res = {"n": n, "input_mib": round(data.stat().st_size / 2 ** 20, 1), "expected_rejections": expect}
     if whole_load:
-        rss, sec, _ = run_measured([sys.executable, "-c", f"import json; json.load(open({str(data)!r}))"])
+        rss, sec, _ = run_measured("json.tool", [str(data), os.devnull], workdir)
         res["json_load_whole_file"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2)}
     conv = workdir / "converted.jsonl"
-    rss, sec, _ = run_measured([sys.executable, "-m", "data_process.convert", "llava_med", "--input", str(data),
-                                "--image_root", str(images), "--out", str(conv), "--kind", "instruct", "--no_progress"])
+    rss, sec, _ = run_measured("data_process.convert", ["llava_med", "--input", str(data), "--image_root", str(images),
+                                                        "--out", str(conv), "--kind", "instruct", "--no_progress"], workdir)
     rep = json.loads((workdir / "converted.report.json").read_text())
     res["convert"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "read": rep["read"],
                       "converted": rep["converted"], "rejected": {k: len(v) for k, v in rep["rejected"].items()}}
     clean = workdir / "clean.jsonl"
-    rss, sec, _ = run_measured([sys.executable, "-m", "data_process.validate", "--schema_only", "--data", str(conv),
-                                "--out", str(clean), "--no_progress"])
+    rss, sec, _ = run_measured("data_process.validate", ["--schema_only", "--data", str(conv), "--out", str(clean),
+                                                         "--no_progress"], workdir)
     vrep = json.loads((workdir / "clean.jsonl.report.json").read_text())
     res["validate_schema_only"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "input": vrep["input"],
                                    "kept": vrep["kept"], "rejected": vrep["rejected"]}
     if processor_model:
-        rss, sec, _ = run_measured([sys.executable, "-m", "data_process.validate", "--model", processor_model,
-                                    "--data", str(conv), "--out", str(workdir / "clean_proc.jsonl"), "--no_progress"])
+        rss, sec, _ = run_measured("data_process.validate", ["--model", processor_model, "--data", str(conv), "--out",
+                                                             str(workdir / "clean_proc.jsonl"), "--no_progress"], workdir)
         prep = json.loads((workdir / "clean_proc.jsonl.report.json").read_text())
         res["validate_processor"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "input": prep["input"],
                                      "kept": prep["kept"], "rejected": prep["rejected"],
