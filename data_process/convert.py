@@ -5,7 +5,9 @@
 
 Writes OUT.json (or .jsonl) and OUT.report.json: read / converted / rejected {reason: [ids]} / skipped {reason: n}.
 Every row read is converted, rejected with its id and reason, or skipped by a filter you asked for (--lang, --split);
-a broken input (missing file, malformed JSON or line, missing column) stops with an error naming the file and row.
+a .jsonl line that is not JSON / not UTF-8 is such a rejected row (`file:line N`); a broken input (missing file,
+malformed .json, missing column) stops with an error naming the file and row. Image names that resolve outside
+--image_root are rejected (image_outside_root) unless --allow_outside_root. See docs/reliability.md.
 """
 from __future__ import annotations
 
