@@ -11,12 +11,12 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _torchrun(args: list, log: Path):
+def _torchrun(args: list, log: Path, timeout: int = 600):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29500 + os.getpid() % 1000),
            "-m", "train.finetune", *map(str, args)]
     with open(log, "w") as f:
-        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600)
+        r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
     assert r.returncode == 0, log.read_text()[-4000:]
 
 
@@ -52,3 +52,29 @@ def test_two_process_deepspeed_runs_both_stages(zero, tiny_models, tmp_path):
     peft_model = PeftModel.from_pretrained(model, str(s2))
     b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert b and all(p.numel() > 0 for p in b) and any(p.abs().sum() > 0 for p in b)
+
+
+@pytest.mark.parametrize("zero", ["zero3"])
+def test_text_only_batches_on_some_ranks_do_not_hang(zero, tiny_models, tmp_path):
+    """Half the records have no image and each rank takes one per step, so ranks disagree on whether the vision tower
+    runs; ZeRO-3 gathers weights collectively per module, so without the keepalive sample this run hangs."""
+    from data_process.io import read_records, write_json
+    from data_process.synth import generate
+
+    data = generate(tmp_path / "synth", n_train=8, n_val=2, n_test=2, size=64, seed=4)
+    recs = read_records(data["train"])
+    for r in recs[1::2]:
+        r.pop("image")
+        r["conversations"][0]["value"] = r["conversations"][0]["value"].replace("<image>", "").strip()
+    write_json(tmp_path / "mixed.json", recs)
+    # Tiny weights would fall under ZeRO-3's persistence threshold (kept whole, never gathered): partition them all.
+    cfg = json.loads((ROOT / "ds_configs" / f"{zero}.json").read_text())
+    cfg["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
+    (tmp_path / "ds.json").write_text(json.dumps(cfg))
+    out = tmp_path / "s2"
+    _torchrun(["--stage", 2, "--model_name_or_path", tiny_models["qwen2_vl"], "--train_data", tmp_path / "mixed.json",
+               "--output_dir", out, "--use_cpu", "--ddp_backend", "gloo", "--deepspeed", tmp_path / "ds.json",
+               "--per_device_train_batch_size", 1, "--max_steps", 8,
+               "--logging_steps", 1, "--report_to", "none", "--save_strategy", "no", "--dataloader_num_workers", 0,
+               "--seed", 3], tmp_path / "mixed.log", timeout=240)
+    assert (out / "STAGE_DONE").exists()

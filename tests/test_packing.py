@@ -159,3 +159,24 @@ def test_finetune_with_every_speed_option(tiny_models, tmp_path):
     assert n_images > 0 and vc["misses"] == n_images and vc["hits"] == n_images  # epoch 1 computes, epoch 2 reuses
     assert summary["train_metrics"]["train_loss"] > 0
     assert (out / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_models, tmp_path):
+    from train.collator import make_keepalive
+    from train.loader import load_model_and_processor
+
+    model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32",
+                                                attn_implementation=register())
+    text_only = [proc.encode(qa_record(f"t{i}", None, q, a), train=True) for i, (_, q, a) in enumerate(QA)]
+    ka = make_keepalive(proc)
+    cls = PackedCollator if packed else VLCollator
+    plain = cls(proc.pad_token_id, proc.image_token_id)(text_only)
+    kept = cls(proc.pad_token_id, proc.image_token_id, keepalive=ka)(text_only)
+    assert "pixel_values" not in plain and kept["image_grid_thw"].shape[0] == 1
+    with_image = _samples(proc, tmp_path)
+    assert torch.equal(cls(proc.pad_token_id, proc.image_token_id, keepalive=ka)(with_image)["input_ids"],
+                       cls(proc.pad_token_id, proc.image_token_id)(with_image)["input_ids"])
+    tr = _trainer(model, fam, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(tr.compute_loss(model, dict(kept)), tr.compute_loss(model, dict(plain)))

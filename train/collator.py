@@ -1,6 +1,7 @@
 """Batching encoded samples: right padding for training, left padding for generation."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -8,13 +9,25 @@ import torch
 from .preprocess import IGNORE_INDEX, Encoded, mm_token_type_ids
 
 
+def with_vision_keepalive(batch: list[Encoded], keepalive: Encoded | None) -> list[Encoded]:
+    """A text-only batch gets one tiny image sample with no labels, so the vision tower runs on every rank.
+    Under ZeRO-3 every module's forward is a collective (its weights are gathered): a rank that skips the ViT while
+    the others run it hangs them all; under DDP, Stage 1's merger would get no gradient on that rank. The extra
+    sample carries no label, so the loss and its normalisation are unchanged."""
+    if keepalive is None or any(b.pixel_values is not None for b in batch):
+        return batch
+    return batch + [dataclasses.replace(keepalive, labels=[IGNORE_INDEX] * len(keepalive))]
+
+
 @dataclass
 class VLCollator:
     pad_token_id: int
     image_token_id: int
     padding_side: str = "right"   # "left" for batched generation
+    keepalive: Encoded | None = None  # multi-process training: see with_vision_keepalive
 
     def __call__(self, batch: list[Encoded]) -> dict:
+        batch = with_vision_keepalive(batch, self.keepalive)
         longest = max(len(b) for b in batch)
         ids = torch.full((len(batch), longest), self.pad_token_id, dtype=torch.long)
         attn = torch.zeros((len(batch), longest), dtype=torch.long)
@@ -36,3 +49,20 @@ class VLCollator:
             out["image_grid_thw"] = torch.cat([b.image_grid_thw for b in batch if b.image_grid_thw is not None], dim=0)
         out["mm_token_type_ids"] = mm_token_type_ids(ids, self.image_token_id)
         return out
+
+
+def make_keepalive(processor) -> Encoded:
+    """The keepalive sample: a blank 56x56 image (the smallest Qwen-VL input) through the one encoding path."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from data_process.schema import make_record
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "keepalive.png"
+        Image.new("RGB", (56, 56), (128, 128, 128)).save(path)
+        enc = processor.encode(make_record("__keepalive__", str(path), "Describe the image.", "blank", {"dataset": "keepalive"}), train=True)
+    enc.key = "__keepalive__"
+    return enc

@@ -164,7 +164,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     from data_process.io import write_json
     from data_process.validate import validate_records
     from .adapters import apply_stage, trainable_summary
-    from .collator import VLCollator
+    from .collator import VLCollator, make_keepalive
     from .curriculum import build_plan
     from .packing import PackedCollator
     from .checkpoints import last_complete_checkpoint
@@ -215,6 +215,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
 
     model = apply_stage(model, family, sargs)
     vision_cache = build_vision_cache(fargs, family, model)
+    # Several processes: a text-only batch still runs the vision tower (ZeRO-3 would hang, DDP would miss grads).
+    keepalive = make_keepalive(processor) if targs.world_size > 1 else None
     if targs.gradient_checkpointing:
         model.config.use_cache = False
     train_ds = VLDataset(splits["train"], processor)
@@ -244,8 +246,9 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
 
     trainer = VLTrainer(
         model=model, args=targs, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=(PackedCollator(processor.pad_token_id, processor.image_token_id, fargs.vision_cache)
-                       if fargs.packing else VLCollator(processor.pad_token_id, processor.image_token_id)),
+        data_collator=(PackedCollator(processor.pad_token_id, processor.image_token_id, fargs.vision_cache, keepalive)
+                       if fargs.packing else VLCollator(processor.pad_token_id, processor.image_token_id,
+                                                        keepalive=keepalive)),
         chunked_loss=fargs.chunked_loss, loss_chunk=fargs.loss_chunk, vision_cache=vision_cache,
         processing_class=processor.tokenizer, family=family, group_lrs=group_lrs, validator=validator,
         curriculum=curriculum, callbacks=[GroupLRCheck()] + ([early] if early else []))

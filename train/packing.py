@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .collator import with_vision_keepalive
 from .preprocess import IGNORE_INDEX, Encoded, mm_token_type_ids
 
 # Keys the packed collator adds that are not model inputs of their own; the trainer consumes them.
@@ -25,8 +26,10 @@ class PackedCollator:
     pad_token_id: int
     image_token_id: int
     emit_image_keys: bool = False   # for the vision-feature cache: "<record id>#<image index>" per image
+    keepalive: Encoded | None = None  # multi-process training: see collator.with_vision_keepalive
 
     def __call__(self, batch: list[Encoded]) -> dict:
+        batch = with_vision_keepalive(batch, self.keepalive)
         lengths = [len(b) for b in batch]
         ids = torch.tensor([t for b in batch for t in b.input_ids], dtype=torch.long)[None]
         cu = torch.zeros(len(batch) + 1, dtype=torch.int32)
