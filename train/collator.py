@@ -43,12 +43,17 @@ class VLCollator:
         out = {"input_ids": ids, "attention_mask": attn}
         if has_labels:
             out["labels"] = labels
-        pix = [b.pixel_values for b in batch if b.pixel_values is not None]
-        if pix:
-            out["pixel_values"] = torch.cat(pix, dim=0)
-            out["image_grid_thw"] = torch.cat([b.image_grid_thw for b in batch if b.image_grid_thw is not None], dim=0)
-        out["mm_token_type_ids"] = mm_token_type_ids(ids, self.image_token_id)
-        return out
+        return add_images(out, batch, self.image_token_id)
+
+
+def add_images(out: dict, batch: list[Encoded], image_token_id: int) -> dict:
+    """The batch's images in sample order, and each token's modality (transformers 5.x asks for it with images)."""
+    pix = [b.pixel_values for b in batch if b.pixel_values is not None]
+    if pix:
+        out["pixel_values"] = torch.cat(pix, dim=0)
+        out["image_grid_thw"] = torch.cat([b.image_grid_thw for b in batch if b.image_grid_thw is not None], dim=0)
+    out["mm_token_type_ids"] = mm_token_type_ids(out["input_ids"], image_token_id)
+    return out
 
 
 def make_keepalive(processor) -> Encoded:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .collator import with_vision_keepalive
-from .preprocess import IGNORE_INDEX, Encoded, mm_token_type_ids
+from .collator import add_images, with_vision_keepalive
+from .preprocess import IGNORE_INDEX, Encoded
 
 # Keys the packed collator adds that are not model inputs of their own; the trainer consumes them.
 PACKING_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
@@ -40,11 +40,7 @@ class PackedCollator:
             labels = torch.tensor([t for b in batch for t in b.labels], dtype=torch.long)[None]
             labels[0, cu[:-1].long()] = IGNORE_INDEX
             out["labels"] = labels
-        pix = [b.pixel_values for b in batch if b.pixel_values is not None]
-        if pix:
-            out["pixel_values"] = torch.cat(pix, dim=0)
-            out["image_grid_thw"] = torch.cat([b.image_grid_thw for b in batch if b.image_grid_thw is not None], dim=0)
-        out["mm_token_type_ids"] = mm_token_type_ids(ids, self.image_token_id)
+        add_images(out, batch, self.image_token_id)
         if self.emit_image_keys:
             if any(b.key is None for b in batch):
                 raise ValueError("the vision cache needs record ids on encoded samples (train.data.VLDataset sets them)")
