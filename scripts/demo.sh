@@ -48,4 +48,5 @@ echo
 echo "Demo finished in $(( $(date +%s) - t0 )) s."
 echo "Tables      : $D/result/model_comparison_tables.md (.txt), all numbers: $D/result/evaluation_metrics.json"
 echo "Plots       : $D/result/plots/*.png"
+echo "Report      : $D/result/report.html (one self-contained page: tables, curves, gallery with boxes)"
 echo "TensorBoard : tensorboard --logdir $D/run"

@@ -19,3 +19,17 @@ def test_demo_learns_and_writes_tables(tmp_path):
         assert cat in md, cat
     assert list((tmp_path / "demo" / "run" / "stage2" / "tensorboard").glob("events.out.tfevents.*"))
     assert list((tmp_path / "demo" / "result" / "plots").glob("*.png"))
+    plots = {p.name for p in (tmp_path / "demo" / "result" / "plots").glob("*.png")}
+    assert {"headline.png", "curves_stage1.png", "curves_stage2.png"} <= plots  # curves from the TensorBoard events
+    # the HTML report, rendered as docs/demo_report.png is made: `python -m eval.report_check <report> --out PNG`
+    from eval.report_check import ink_fraction, render
+
+    report = tmp_path / "demo" / "result" / "report.html"
+    got = render(report, max_height=3000, evaluate=[
+        "document.querySelectorAll('.card').length", "document.querySelectorAll('rect.pred').length",
+        "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length",
+        "document.querySelectorAll('#curves img').length"])
+    assert got.console_errors == []
+    n_cards, n_pred_boxes, n_broken_images, n_curve_plots = got.values
+    assert n_cards == 240 and n_pred_boxes > 0 and n_broken_images == 0 and n_curve_plots == 2
+    assert ink_fraction(got.png) > 0.05
