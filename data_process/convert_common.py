@@ -251,8 +251,8 @@ class ImageStore:
             with Image.open(_io.BytesIO(data)) as im:
                 fmt = im.format
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            # a bomb is stored by reference only later (validation rejects it as image_too_large); here it
-            # would be written to disk like any image, so refuse it with the reason
+            # over twice PIL's pixel limit PIL refuses to open it: a rejected row, not a crash (between once and
+            # twice the limit it is stored, and validation rejects it as image_too_large from its header)
             raise ValueError(f"image bytes are not a readable image ({e})") from None
         path = self.dir / (hashlib.sha1(data).hexdigest()[:20] + _EXT.get(fmt, ".img"))
         if path.exists():

@@ -70,8 +70,7 @@ def write_images(root: Path) -> dict[str, Path]:
     full.unlink()
     out["text_as_jpg"] = root / "notes.jpg"
     out["text_as_jpg"].write_text("patient notes, not an image\n")
-    from PIL import Image as _I
-    limit = _I.MAX_IMAGE_PIXELS  # PIL warns above this and refuses above twice this
+    limit = Image.MAX_IMAGE_PIXELS  # PIL warns above this and refuses above twice this
     side = int((limit * 1.01) ** 0.5) + 1
     out["bomb_warning_size"] = write_bomb_png(root / "bomb_warn.png", side, side)
     side2 = int((limit * 2.02) ** 0.5) + 1

@@ -4,6 +4,7 @@ train.finetune, unchanged, plus one callback: at the end of optimizer step STEP 
 written) it prints PAUSED_AT_STEP and sleeps, so the test can SIGKILL the job at exactly that point. A kill timed
 from reading the log instead lands steps late on a fast machine (a tiny model trains ~10 steps/s).
 """
+import os
 import sys
 import time
 
@@ -20,7 +21,8 @@ class PauseAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             print(f"PAUSED_AT_STEP {self.step}", flush=True)
-            time.sleep(600)
+            time.sleep(120)
+            os._exit(3)  # never train on: a pause the test failed to kill must not write into its directory
 
 
 if __name__ == "__main__":

@@ -234,3 +234,17 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     *reasons, growth_mb = r.stdout.split()
     assert reasons == ["image_too_large", "image_too_large"]
     assert int(growth_mb) < 20, f"peak RSS grew {growth_mb} MB: the bomb was decoded"
+
+
+def test_embedded_bomb_bytes_are_a_rejected_row(tmp_path):
+    """HF exports (PathVQA, MedPix) carry image bytes: a bomb among them rejects its row instead of crashing."""
+    from PIL import Image
+
+    from data_process.convert_common import ImageResolver, ImageStore, hf_image
+    from tests.reliability.corpus import write_bomb_png
+
+    side = int((Image.MAX_IMAGE_PIXELS * 2.02) ** 0.5) + 1
+    data = write_bomb_png(tmp_path / "b.png", side, side).read_bytes()
+    with pytest.raises(ValueError, match="undecodable_image"):
+        hf_image({"bytes": data, "path": None}, ImageResolver(None), ImageStore(tmp_path / "store"))
+    assert not any((tmp_path / "store").iterdir())

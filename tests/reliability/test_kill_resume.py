@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,12 +56,47 @@ def _launch(args, log: Path, nproc: int = 1, port: int = 0, pause_at: int | None
     return p
 
 
+def _process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (from /proc): torchrun starts each rank in a session of its own, so killing
+    torchrun's process group would leave the ranks running."""
+    children: dict[int, list[int]] = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        out.append(todo.pop())
+        todo += children.get(out[-1], [])
+    return out
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def _finish(p: subprocess.Popen, kill: bool = False) -> int:
-    """Copy the output to the log; with kill, SIGKILL the whole process group once it has paused."""
+    """Copy the output to the log; with kill, SIGKILL every process of the job (launcher and ranks) at once, as a
+    preemption does, once it has paused."""
     for line in p.stdout:
         p.log_file.write(line)
         if kill and line.startswith("PAUSED_AT_STEP"):
-            os.killpg(p.pid, signal.SIGKILL)
+            tree = _process_tree(p.pid)
+            for pid in tree:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            p.wait(timeout=60)
+            deadline = time.time() + 60
+            while not all(_dead(pid) for pid in tree) and time.time() < deadline:
+                time.sleep(0.1)
+            assert all(_dead(pid) for pid in tree), "a rank survived SIGKILL"
             break
     p.wait(timeout=600)
     p.log_file.close()
