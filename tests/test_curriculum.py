@@ -172,3 +172,15 @@ def test_finetune_trains_in_curriculum_order_and_records_it(tiny_models, synth, 
     assert kinds == ["open"] * split + ["closed"] * (16 - split) and 0 < split < 16
     on_disk = json.loads((out / "run_summary.json").read_text())["curriculum"]
     assert on_disk["order_sha256"] == cur["order_sha256"]
+
+
+def test_cli_preview_and_subset(tmp_path, capsys):
+    from data_process.io import read_records, write_json
+    from train.curriculum import main
+
+    write_json(tmp_path / "d.json", _mixed(9))
+    assert main(["--data", str(tmp_path / "d.json"), "--curriculum", "closed_then_open"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [p["name"] for p in shown["phases"]] == ["answer_type=closed", "answer_type=open"] and len(shown["first_ids"]) == 9
+    assert main(["--data", str(tmp_path / "d.json"), "--keep", "answer_type=closed", "--out", str(tmp_path / "c.json")]) == 0
+    assert [r["id"] for r in read_records(tmp_path / "c.json")] == ["r0", "r3", "r6"]
