@@ -57,7 +57,8 @@ def test_two_process_deepspeed_runs_both_stages(zero, tiny_models, tmp_path):
 @pytest.mark.parametrize("zero", ["zero3"])
 def test_text_only_batches_on_some_ranks_do_not_hang(zero, tiny_models, tmp_path):
     """Half the records have no image and each rank takes one per step, so ranks disagree on whether the vision tower
-    runs; ZeRO-3 gathers weights collectively per module, so without the keepalive sample this run hangs."""
+    runs; ZeRO-3 gathers weights collectively per module, so without the keepalive sample this run hangs (gloo:
+    "collective mismatch"). The same run then saves, resumes and merges under ZeRO-3."""
     from data_process.io import read_records, write_json
     from data_process.synth import generate
 
@@ -72,9 +73,19 @@ def test_text_only_batches_on_some_ranks_do_not_hang(zero, tiny_models, tmp_path
     cfg["zero_optimization"].update(stage3_param_persistence_threshold=0, stage3_prefetch_bucket_size=0)
     (tmp_path / "ds.json").write_text(json.dumps(cfg))
     out = tmp_path / "s2"
-    _torchrun(["--stage", 2, "--model_name_or_path", tiny_models["qwen2_vl"], "--train_data", tmp_path / "mixed.json",
-               "--output_dir", out, "--use_cpu", "--ddp_backend", "gloo", "--deepspeed", tmp_path / "ds.json",
-               "--per_device_train_batch_size", 1, "--max_steps", 8,
-               "--logging_steps", 1, "--report_to", "none", "--save_strategy", "no", "--dataloader_num_workers", 0,
-               "--seed", 3], tmp_path / "mixed.log", timeout=240)
-    assert (out / "STAGE_DONE").exists()
+    args = ["--stage", 2, "--model_name_or_path", tiny_models["qwen2_vl"], "--train_data", tmp_path / "mixed.json",
+            "--output_dir", out, "--use_cpu", "--ddp_backend", "gloo", "--deepspeed", tmp_path / "ds.json",
+            "--per_device_train_batch_size", 1, "--logging_steps", 1, "--report_to", "none", "--save_strategy",
+            "steps", "--save_steps", 8, "--dataloader_num_workers", 0, "--seed", 3, "--resume"]
+    _torchrun(args + ["--max_steps", 8], tmp_path / "mixed.log", timeout=240)
+    assert (out / "STAGE_DONE").exists() and (out / "checkpoint-8").is_dir()
+    # Then, still under ZeRO-3: resume from the partitioned checkpoint for 2 more steps, merge, compare logits.
+    (out / "STAGE_DONE").unlink()
+    _torchrun(args + ["--max_steps", 10], tmp_path / "resume.log", timeout=240)
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-8"), summary["resumed_from"]
+    assert json.loads((out / "trainer_state.json").read_text() if (out / "trainer_state.json").exists()
+                      else (out / "checkpoint-10" / "trainer_state.json").read_text())["global_step"] == 10
+    from train.merge_lora import merge
+    rep = merge(str(tiny_models["qwen2_vl"]), str(out), str(tmp_path / "merged"))
+    assert rep["max_abs_diff_reloaded"] <= 1e-4 and rep["max_abs_diff_in_memory"] <= 1e-4, rep
