@@ -11,6 +11,7 @@ from .adapters import param_group_of
 from .chunked_loss import chunked_nll_sum, labelled_positions
 from .models import ModelFamily
 from .packing import is_packed, packed_position_ids
+from .preprocess import IGNORE_INDEX
 from .varlen_attention import packed_forward
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class VLTrainer(Trainer):
         head = base.get_output_embeddings()
         # The forward goes through the (DDP / DeepSpeed) wrapper; the LM head, frozen, runs after it on the
         # labelled positions only. `logits_to_keep` with the head swapped for Identity returns those hidden states.
-        keep = (labels[0, 1:] != -100).nonzero(as_tuple=True)[0] if labels.shape[0] == 1 else None
+        keep = (labels[0, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)[0] if labels.shape[0] == 1 else None
         with ctx, _head_as_identity(base):
             if keep is not None:
                 hidden = model(**inputs, logits_to_keep=keep).logits[0]
