@@ -15,9 +15,6 @@ import torch
 from .collator import add_images, with_vision_keepalive
 from .preprocess import IGNORE_INDEX, Encoded
 
-# Keys the packed collator adds that are not model inputs of their own; the trainer consumes them.
-PACKING_KEYS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
-
 
 @dataclass
 class PackedCollator:

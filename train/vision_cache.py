@@ -20,13 +20,16 @@ class VisionFeatureCache:
         if family.name == "qwen3_vl":
             raise ValueError("--vision_cache does not support Qwen3-VL (deepstack features feed several LLM layers); "
                              "train it without --vision_cache")
+        self.family = family
         self.max_bytes, self.device = int(max_gib * 2 ** 30), device
         self.store: dict[str, torch.Tensor] = {}
         self.bytes = 0
         self.stats = {"hits": 0, "misses": 0, "not_stored_full": 0}
 
     def check_frozen(self, model) -> None:
-        trainable = [n for n, p in model.named_parameters() if p.requires_grad and ".visual." in f".{n}"]
+        from .adapters import component_of  # the registry's view of which parameters are ViT / merger
+        trainable = [n for n, p in model.named_parameters()
+                     if p.requires_grad and component_of(n, self.family) in ("vision", "merger")]
         if trainable:
             raise ValueError(f"--vision_cache needs a frozen vision tower and merger, but {len(trainable)} of their "
                              f"parameters train (e.g. {trainable[0]}); it is for Stage 2")
