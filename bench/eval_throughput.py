@@ -1,10 +1,17 @@
 """Evaluation speed: the per-sample `generate` loop vs the project's eval path (eval/generate.py), same data, one process.
 
-Both paths decode exactly N new tokens (EOS suppressed with min_new_tokens), greedy. Reported: samples/s, new
-tokens/s, peak memory, the ratio b/a, and how often (b)'s tokens equal (a)'s (bf16 batched vs one-by-one numerics can
-flip near-ties; fp32 equality is a CI test).
+Both paths decode exactly N new tokens (EOS suppressed with min_new_tokens), greedy. (a) = one `generate` call per
+record, preprocessing in line (the common recipe). (b) = `eval.generate.generate_stream`: length-sorted left-padded
+batches, encoded by worker processes ahead of the GPU. Reported: samples/s, new tokens/s, peak memory, the ratio
+b/a, and how often (b)'s tokens equal (a)'s (bf16 batched vs one-by-one numerics can flip near-ties; fp32 equality
+is a CI test). (a) is a per-record loop, so its rate is measured on the first --n_a records (median of --repeats_a
+passes); (b) runs all --n records (a test set, not one batch), median of --repeats passes.
 
-    python -m bench.eval_throughput --config bench/configs/qwen2_vl_2b.json --n 64 --new_tokens 8 64 --batch_size 64
+--breakdown adds where (b)'s time goes: the encoding pipeline alone (no GPU), the GPU alone on pre-encoded batches,
+the vision tower alone, and prefill alone (1 new token).
+
+    python -m bench.eval_throughput --config bench/configs/qwen2_vl_2b.json --n 192 --n_a 48 --new_tokens 8 \\
+        --batch_size 48 96 --num_workers 12 --breakdown
 """
 from __future__ import annotations
 
@@ -43,7 +50,7 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def per_sample(model, processor, records, new_tokens):
+def per_sample(model, processor, family, records, new_tokens, **_):
     """(a) the common loop: one record, one generate call."""
     from train.validation import greedy_generate
     out = []
@@ -52,19 +59,18 @@ def per_sample(model, processor, records, new_tokens):
     return out
 
 
-def batched(model, processor, records, new_tokens, batch_size, num_workers=8):
-    """(b) the eval path of eval/generate.py: threaded encoding, length-sorted left-padded batches."""
-    from eval.generate import encode_prompts
-    from train.validation import greedy_generate
-    enc, failed = encode_prompts(processor, records, num_workers)
-    assert not failed, failed
-    ids = greedy_generate(model, processor, [r for r, _ in enc], batch_size, new_tokens,
-                          encoded=[e for _, e in enc], return_ids=True, min_new_tokens=new_tokens)
-    by_id = {r["id"]: t for (r, _), t in zip(enc, ids)}
+def batched(model, processor, family, records, new_tokens, batch_size=48, num_workers=8):
+    """(b) the eval path: eval.generate.generate_stream, as `python -m eval.generate` runs it."""
+    from eval.generate import generate_stream
+    by_id = {}
+    for batch, ids in generate_stream(model, processor, family, records, batch_size, new_tokens, num_workers,
+                                      return_ids=True, min_new_tokens=new_tokens):
+        assert not batch.failed, batch.failed
+        by_id.update({r["id"]: t for r, t in zip(batch.records, ids)})
     return [by_id[r["id"]] for r in records]
 
 
-def timed(fn, *args, repeats=1):
+def timed(fn, *args, repeats=1, **kw):
     """Median wall time over `repeats` passes (each synchronised), peak memory, last result."""
     times, result = [], None
     for _ in range(repeats):
@@ -72,23 +78,51 @@ def timed(fn, *args, repeats=1):
             torch.cuda.reset_peak_memory_stats()
         _sync()
         t0 = time.perf_counter()
-        result = fn(*args)
+        result = fn(*args, **kw)
         _sync()
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")
     return statistics.median(times), peak, result
 
 
+def breakdown(model, processor, family, records, new_tokens, batch_size, num_workers) -> dict:
+    """Seconds for each part of (b), run on their own."""
+    from eval.generate import vision_dtype
+    from eval.prompt_batches import prompt_batches
+    from train.validation import generate_batch
+
+    dt = vision_dtype(model, family)
+    t_enc, _, batches = timed(lambda: list(prompt_batches(processor, records, batch_size, num_workers, pixel_dtype=dt)))
+    dev = next(model.parameters()).device
+
+    def vit():
+        for b in batches:
+            model.model.get_image_features(b.inputs["pixel_values"].to(dev), b.inputs["image_grid_thw"].to(dev))
+
+    def gen(k):
+        for b in batches:
+            generate_batch(model, processor, b.inputs, k, return_ids=True, min_new_tokens=k)
+
+    with torch.no_grad():
+        t_vit = timed(vit, repeats=3)[0]
+    t_pre = timed(gen, 1, repeats=3)[0]
+    t_gen = timed(gen, new_tokens, repeats=3)[0]
+    return {"encode_only_s": t_enc, "vision_only_s": t_vit, "prefill_only_s": t_pre, "gpu_only_s": t_gen,
+            "decode_steps_s": t_gen - t_pre, "n": len(records), "batch_size": batch_size}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", default=None, help="an existing checkpoint dir instead of building one")
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=int, default=192, help="records for (b)")
+    p.add_argument("--n_a", type=int, default=48, help="records for (a) (the first of the --n); <= --n")
     p.add_argument("--new_tokens", type=int, nargs="+", default=[8, 64])
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--num_workers", type=int, default=8, help="encoding threads of path (b)")
+    p.add_argument("--batch_size", type=int, nargs="+", default=[48])
+    p.add_argument("--num_workers", type=int, default=8, help="encoding processes of path (b)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched path (median)")
     p.add_argument("--repeats_a", type=int, default=3, help="timed repeats of the per-sample loop (median)")
+    p.add_argument("--breakdown", action="store_true", help="also time (b)'s parts on their own")
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     a = p.parse_args(argv)
 
@@ -98,32 +132,48 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tmp = Path(tempfile.mkdtemp())
     ckpt = a.checkpoint or str(build(a.config, str(tmp / "ckpt"), device=device))
-    model, processor, _ = load_model_and_processor(ckpt, dtype="bfloat16", attn_implementation="sdpa")
+    model, processor, family = load_model_and_processor(ckpt, dtype="bfloat16", attn_implementation="sdpa")
     model = model.to(device).eval()
     records = make_records(a.n, tmp)
+    n_a = min(a.n_a, a.n)
+    common = {"config": Path(a.config).stem, "n": a.n, "n_a": n_a, "repeats_a": a.repeats_a, "repeats_b": a.repeats,
+              "num_workers": a.num_workers, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
     rows = []
     for k in a.new_tokens:
-        per_sample(model, processor, records[:2], k)  # warm-up both paths
-        batched(model, processor, records[:4], k, a.batch_size, a.num_workers)
-        ta, ma, ids_a = timed(per_sample, model, processor, records, k, repeats=a.repeats_a)
-        tb, mb, ids_b = timed(batched, model, processor, records, k, a.batch_size, a.num_workers, repeats=a.repeats)
-        seq_agree = sum(x == y for x, y in zip(ids_a, ids_b)) / len(records)
-        tok_agree = sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b)) / sum(len(x) for x in ids_a)
-        rows.append({"config": Path(a.config).stem, "new_tokens": k, "n": a.n, "repeats_a": a.repeats_a, "repeats_b": a.repeats, "batch_size": a.batch_size, "num_workers": a.num_workers,
-                     "a_samples_per_s": a.n / ta, "b_samples_per_s": a.n / tb, "a_tokens_per_s": a.n * k / ta,
-                     "b_tokens_per_s": a.n * k / tb, "ratio": ta / tb, "a_peak_gib": ma, "b_peak_gib": mb,
-                     "sequence_agreement": seq_agree, "token_agreement": tok_agree,
-                     "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"})
+        per_sample(model, processor, family, records[:2], k)  # warm-up both paths
+        batched(model, processor, family, records[:4], k, 4, a.num_workers)
+        ta, ma, ids_a = timed(per_sample, model, processor, family, records[:n_a], k, repeats=a.repeats_a)
+        for bs in a.batch_size:
+            tb, mb, ids_b = timed(batched, model, processor, family, records, k, batch_size=bs,
+                                  num_workers=a.num_workers, repeats=a.repeats)
+            ids_b = ids_b[:n_a]
+            row = {**common, "new_tokens": k, "batch_size": bs,
+                   "a_samples_per_s": n_a / ta, "b_samples_per_s": a.n / tb, "a_tokens_per_s": n_a * k / ta,
+                   "b_tokens_per_s": a.n * k / tb, "ratio": (a.n / tb) / (n_a / ta), "a_peak_gib": ma, "b_peak_gib": mb,
+                   "sequence_agreement": sum(x == y for x, y in zip(ids_a, ids_b)) / n_a,
+                   "token_agreement": sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b))
+                   / sum(len(x) for x in ids_a)}
+            if a.breakdown:
+                row["breakdown"] = breakdown(model, processor, family, records, k, bs, a.num_workers)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     prev = json.loads(out.read_text()) if out.exists() else []
     out.write_text(json.dumps(prev + rows, indent=2))
-    print("\n| model | new tok | (a) samples/s | (b) samples/s | ratio b/a | peak GiB a / b | seq agree | tok agree |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| model | new tok | batch | (a) samples/s | (b) samples/s | ratio b/a | peak GiB a / b | seq agree | tok agree |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['new_tokens']} | {r['a_samples_per_s']:.2f} | {r['b_samples_per_s']:.1f} | "
-              f"{r['ratio']:.1f}x | {r['a_peak_gib']:.1f} / {r['b_peak_gib']:.1f} | {r['sequence_agreement']:.2f} | "
-              f"{r['token_agreement']:.3f} |")
+        print(f"| {r['config']} | {r['new_tokens']} | {r['batch_size']} | {r['a_samples_per_s']:.2f} | "
+              f"{r['b_samples_per_s']:.1f} | {r['ratio']:.1f}x | {r['a_peak_gib']:.1f} / {r['b_peak_gib']:.1f} | "
+              f"{r['sequence_agreement']:.2f} | {r['token_agreement']:.3f} |")
+    for r in rows:
+        if "breakdown" in r:
+            b = r["breakdown"]
+            print(f"breakdown {r['config']} {r['new_tokens']} tok batch {r['batch_size']}: (b) total "
+                  f"{r['n'] / r['b_samples_per_s']:.2f}s = overlap of encode {b['encode_only_s']:.2f}s and GPU "
+                  f"{b['gpu_only_s']:.2f}s (vision {b['vision_only_s']:.2f}s, prefill incl. vision "
+                  f"{b['prefill_only_s']:.2f}s, decode steps {b['decode_steps_s']:.2f}s)")
 
 
 if __name__ == "__main__":

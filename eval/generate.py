@@ -17,6 +17,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from tqdm import tqdm
@@ -24,8 +25,9 @@ from tqdm import tqdm
 from data_process.io import BadLine, read_records, write_json
 from data_process.schema import record_problems
 from train.preprocess import DEFAULT_SYSTEM, SampleError
-from train.validation import greedy_generate
+from train.validation import generate_batch
 from .model_spec import ModelSpec, add_model_arguments, load_spec
+from .prompt_batches import PromptBatch, prompt_batches
 
 
 def completed_ids(path: Path) -> set[str]:
@@ -85,33 +87,31 @@ def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:
     return ok, failed
 
 
-def encode_prompts(processor, records: list[dict], num_workers: int = 8, sort_by_length: bool = True,
-                   train: bool = False):
-    """([(record, encoded prompt)], {id: reason}). Image decode + resize run in a thread pool (PIL and numpy release
-    the GIL), so preprocessing keeps up with batched decoding; unreadable samples are reported, never skipped silently.
-    Sorted by length, similar prompts share a batch: less padding, same answers (batched == one-by-one).
-    train=True encodes prompt + reference answer with labels (perplexity scoring)."""
-    from concurrent.futures import ThreadPoolExecutor
+def vision_dtype(model, family) -> torch.dtype | None:
+    """The dtype the vision tower casts pixels to (its first floating parameter), None for a text-only model."""
+    from train.adapters import component_of
 
-    def one(r):
-        try:
-            return r, processor.encode(r, train=train), None
-        except SampleError as e:
-            return r, None, str(e)
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and component_of(name, family) == "vision":
+            return p.dtype
+    return None
 
-    with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-        results = list(pool.map(one, records))
-    encoded = [(r, e) for r, e, err in results if err is None]
-    failed = {str(r["id"]): err for r, _, err in results if err is not None}
-    if sort_by_length:
-        encoded.sort(key=lambda x: len(x[1]))
-    return encoded, failed
+
+def generate_stream(model, processor, family, records: list[dict], batch_size: int, max_new_tokens: int,
+                    num_workers: int | None = None, sort_by_length: bool = True, return_ids: bool = False,
+                    **generate_kwargs) -> Iterator[tuple[PromptBatch, list]]:
+    """(batch, its answers) per length-sorted batch, the next batches encoded by workers meanwhile."""
+    for batch in prompt_batches(processor, records, batch_size, num_workers, sort_by_length=sort_by_length,
+                                pixel_dtype=vision_dtype(model, family)):
+        preds = generate_batch(model, processor, batch.inputs, max_new_tokens, return_ids, **generate_kwargs) \
+            if batch.inputs is not None else []
+        yield batch, preds
 
 
 def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batch_size: int = 8,
                        max_new_tokens: int = 64, system_prompt=DEFAULT_SYSTEM, prompt_mode: str = "default",
                        dtype="auto", device: str | None = None, min_pixels=None, max_pixels=None,
-                       sort_by_length: bool = True, progress: bool = True, num_workers: int = 8) -> Path:
+                       sort_by_length: bool = True, progress: bool = True, num_workers: int | None = None) -> Path:
     out = out_dir / spec.name
     out.mkdir(parents=True, exist_ok=True)
     pred_path = out / "predictions.jsonl"
@@ -127,19 +127,19 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
             "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
             "n_records": n_records, "already_done": len(done), "skipped_already_done": len(records) - len(todo)}
     write_json(out / "run_info.json", info)
-    encoded, failed = encode_prompts(processor, todo, num_workers, sort_by_length)
-    failed = {**rejected, **failed}
-    t0 = time.time()
-    bar = tqdm(total=len(encoded), desc=f"generate[{spec.name}]", disable=not progress)
-    for i in range(0, len(encoded), batch_size):
-        chunk = encoded[i:i + batch_size]
-        preds = greedy_generate(model, processor, [r for r, _ in chunk], batch_size, max_new_tokens,
-                                encoded=[e for _, e in chunk])
-        _append(pred_path, [prediction_row(r, p, e, prompt_mode) for (r, e), p in zip(chunk, preds)])
-        bar.update(len(chunk))
+    failed = dict(rejected)
+    t0, generated = time.time(), 0
+    bar = tqdm(total=len(todo), desc=f"generate[{spec.name}]", disable=not progress)
+    for batch, preds in generate_stream(model, processor, family, todo, batch_size, max_new_tokens, num_workers,
+                                        sort_by_length):
+        failed.update(batch.failed)
+        if batch.records:
+            _append(pred_path, [prediction_row(r, p, e, prompt_mode) for r, e, p in zip(batch.records, batch.encoded, preds)])
+            generated += len(batch.records)
+        bar.update(len(batch.records) + len(batch.failed))
     bar.close()
-    info.update(seconds=round(time.time() - t0, 2), generated=len(encoded), failed=failed)
-    assert n_records == info["skipped_already_done"] + len(encoded) + len(failed), "generation lost records"
+    info.update(seconds=round(time.time() - t0, 2), generated=generated, failed=failed)
+    assert n_records == info["skipped_already_done"] + generated + len(failed), "generation lost records"
     write_json(out / "run_info.json", info)
     if failed:
         print(f"[{spec.name}] {len(failed)} records could not be encoded (listed in run_info.json)")
@@ -156,7 +156,8 @@ def main(argv=None):
     p.add_argument("--system_prompt_file", default=None)
     p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
     p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
-    p.add_argument("--num_workers", type=int, default=8, help="threads for image decode/resize")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="encoding processes that run ahead of the GPU (default: cores - 1, at most 8; 0: inline)")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
     system = DEFAULT_SYSTEM

@@ -16,10 +16,10 @@ import torch
 from tqdm import tqdm
 
 from data_process.io import read_json, read_records, write_json
-from train.collator import VLCollator
 from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX
-from .generate import encode_prompts
+from .generate import screen_records, vision_dtype
 from .model_spec import ModelSpec, add_model_arguments, load_spec
+from .prompt_batches import prompt_batches
 
 
 @torch.no_grad()
@@ -56,21 +56,25 @@ def category_keys(entry: dict | None) -> list[str]:
 
 def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, type_mapping: dict | None = None,
                          batch_size: int = 8, dtype="auto", device: str | None = None, system_prompt=DEFAULT_SYSTEM,
-                         progress: bool = True, num_workers: int = 8) -> dict:
-    model, processor, _ = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9)
-    collate = VLCollator(processor.pad_token_id, processor.image_token_id)
+                         progress: bool = True, num_workers: int | None = None) -> dict:
+    model, processor, family = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9)
     dev = next(model.parameters()).device
     # box answers are scored by grounding metrics, not by the PPL of their text
+    records, rejected = screen_records(records)  # malformed / repeated ids: named, as generation names them
     text_records = [r for r in records if (r.get("meta") or {}).get("task") != "grounding"]
-    pairs, failed = encode_prompts(processor, text_records, num_workers, train=True)
-    scored = [(str(r["id"]), e) for r, e in pairs]
     per_sample: dict[str, dict] = {}
-    for i in tqdm(range(0, len(scored), batch_size), desc=f"perplexity[{spec.name}]", disable=not progress):
-        chunk = scored[i:i + batch_size]
-        batch = {k: v.to(dev) for k, v in collate([e for _, e in chunk]).items()}
-        sums, counts = answer_nll(model, batch)
-        for (rid, _), s, c in zip(chunk, sums, counts):
-            per_sample[rid] = {"nll_sum": s, "tokens": int(c)}
+    failed: dict[str, str] = dict(rejected)
+    bar = tqdm(total=len(text_records), desc=f"perplexity[{spec.name}]", disable=not progress)
+    # the generation path's batching: length-sorted, encoded by workers ahead of the GPU
+    for batch in prompt_batches(processor, text_records, batch_size, num_workers, train=True, padding_side="right",
+                                pixel_dtype=vision_dtype(model, family)):
+        failed.update(batch.failed)
+        if batch.inputs is not None:
+            sums, counts = answer_nll(model, {k: v.to(dev) for k, v in batch.inputs.items()})
+            for r, s, c in zip(batch.records, sums, counts):
+                per_sample[str(r["id"])] = {"nll_sum": s, "tokens": int(c)}
+        bar.update(len(batch.records) + len(batch.failed))
+    bar.close()
     ids = list(per_sample)
     result = {"model": spec.name, "overall": corpus_ppl([per_sample[i]["nll_sum"] for i in ids],
                                                         [per_sample[i]["tokens"] for i in ids]),
@@ -93,7 +97,7 @@ def main(argv=None):
     add_model_arguments(p)
     p.add_argument("--type_mapping", default=None)
     a = p.parse_args(argv)
-    records = read_records(a.test_data)
+    records = read_records(a.test_data, bad_lines="yield")
     tm = read_json(a.type_mapping) if a.type_mapping else None
     for text in a.model:
         res = perplexity_for_model(ModelSpec.parse(text), records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device)

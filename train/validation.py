@@ -37,20 +37,25 @@ def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_si
     `encoded`: the records' prompts already encoded (processor.encode(train=False)), to skip re-encoding.
     `return_ids`: the new token ids per record instead of decoded text (benchmarks compare tokens)."""
     collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
-    device = next(model.parameters()).device
     encoded = encoded if encoded is not None else [processor.encode(r, train=False) for r in records]
-    outs: list[str] = []
+    outs: list = []
     for i in range(0, len(encoded), batch_size):
-        batch = collate(encoded[i:i + batch_size])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=processor.pad_token_id, synced_gpus=synced_gpus, **generate_kwargs)
-        new = gen[:, batch["input_ids"].shape[1]:]
-        if return_ids:
-            outs += new.tolist()
-        else:
-            outs += [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+        outs += generate_batch(model, processor, collate(encoded[i:i + batch_size]), max_new_tokens, return_ids,
+                               synced_gpus=synced_gpus, **generate_kwargs)
     return outs
+
+
+def generate_batch(model, processor: VLProcessor, inputs: dict, max_new_tokens: int, return_ids: bool = False,
+                   **generate_kwargs) -> list:
+    """Greedy decoding of one collated, left-padded batch: answers (or new token ids) in batch order."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+    gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                         pad_token_id=processor.pad_token_id, **generate_kwargs)
+    new = gen[:, batch["input_ids"].shape[1]:]
+    if return_ids:
+        return new.tolist()
+    return [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 class GenerationValidator:
