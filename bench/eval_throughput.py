@@ -59,15 +59,27 @@ def per_sample(model, processor, family, records, new_tokens, **_):
     return out
 
 
-def batched(model, processor, family, records, new_tokens, batch_size=48, num_workers=8):
+def batched(model, processor, family, records, new_tokens, batch_size=48, num_workers=8, waits=None):
     """(b) the eval path: eval.generate.generate_stream, as `python -m eval.generate` runs it."""
     from eval.generate import generate_stream
-    by_id = {}
+    by_id, wait = {}, 0.0
     for batch, ids in generate_stream(model, processor, family, records, batch_size, new_tokens, num_workers,
                                       return_ids=True, min_new_tokens=new_tokens):
         assert not batch.failed, batch.failed
         by_id.update({r["id"]: t for r, t in zip(batch.records, ids)})
+        wait += batch.wait_s
+    if waits is not None:
+        waits.append(wait)
     return [by_id[r["id"]] for r in records]
+
+
+def set_vision_attention(model, varlen: bool) -> str:
+    """Stock SDPA (one call per image per layer) or train.varlen_attention's one varlen call per layer."""
+    from train.varlen_attention import use_varlen_vision
+    visual = next(m for n, m in model.named_modules() if n.endswith("visual"))
+    if not (varlen and use_varlen_vision(model)):
+        visual.config._attn_implementation = "sdpa"
+    return visual.config._attn_implementation
 
 
 def timed(fn, *args, repeats=1, **kw):
@@ -122,7 +134,9 @@ def main(argv=None):
     p.add_argument("--num_workers", type=int, default=8, help="encoding processes of path (b)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched path (median)")
     p.add_argument("--repeats_a", type=int, default=3, help="timed repeats of the per-sample loop (median)")
-    p.add_argument("--breakdown", action="store_true", help="also time (b)'s parts on their own")
+    p.add_argument("--vision", nargs="+", choices=["sdpa", "varlen"], default=["varlen"],
+                   help="(b)'s vision attention: stock per-image SDPA and/or one varlen call per layer")
+    p.add_argument("--breakdown", action="store_true", help="also time (b)'s parts on their own (first batch size)")
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     a = p.parse_args(argv)
 
@@ -140,32 +154,40 @@ def main(argv=None):
               "num_workers": a.num_workers, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
     rows = []
     for k in a.new_tokens:
+        set_vision_attention(model, False)
         per_sample(model, processor, family, records[:2], k)  # warm-up both paths
         batched(model, processor, family, records[:4], k, 4, a.num_workers)
         ta, ma, ids_a = timed(per_sample, model, processor, family, records[:n_a], k, repeats=a.repeats_a)
-        for bs in a.batch_size:
-            tb, mb, ids_b = timed(batched, model, processor, family, records, k, batch_size=bs,
-                                  num_workers=a.num_workers, repeats=a.repeats)
-            ids_b = ids_b[:n_a]
-            row = {**common, "new_tokens": k, "batch_size": bs,
-                   "a_samples_per_s": n_a / ta, "b_samples_per_s": a.n / tb, "a_tokens_per_s": n_a * k / ta,
-                   "b_tokens_per_s": a.n * k / tb, "ratio": (a.n / tb) / (n_a / ta), "a_peak_gib": ma, "b_peak_gib": mb,
-                   "sequence_agreement": sum(x == y for x, y in zip(ids_a, ids_b)) / n_a,
-                   "token_agreement": sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b))
-                   / sum(len(x) for x in ids_a)}
-            if a.breakdown:
-                row["breakdown"] = breakdown(model, processor, family, records, k, bs, a.num_workers)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for vit in a.vision:
+            vit_impl = set_vision_attention(model, vit == "varlen")
+            batched(model, processor, family, records[:4], k, 4, a.num_workers)  # warm-up (kernels of this path)
+            for j, bs in enumerate(a.batch_size):
+                waits = []
+                tb, mb, ids_b = timed(batched, model, processor, family, records, k, batch_size=bs,
+                                      num_workers=a.num_workers, waits=waits, repeats=a.repeats)
+                ids_b = ids_b[:n_a]
+                row = {**common, "new_tokens": k, "batch_size": bs, "vision_attention": vit_impl,
+                       "a_samples_per_s": n_a / ta, "b_samples_per_s": a.n / tb, "a_tokens_per_s": n_a * k / ta,
+                       "b_tokens_per_s": a.n * k / tb, "ratio": (a.n / tb) / (n_a / ta), "a_peak_gib": ma,
+                       "b_peak_gib": mb, "b_wait_for_encoding_s": statistics.median(waits), "b_seconds": tb,
+                       "sequence_agreement": sum(x == y for x, y in zip(ids_a, ids_b)) / n_a,
+                       "token_agreement": sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b))
+                       / sum(len(x) for x in ids_a)}
+                if a.breakdown and j == 0:
+                    row["breakdown"] = breakdown(model, processor, family, records, k, bs, a.num_workers)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     prev = json.loads(out.read_text()) if out.exists() else []
     out.write_text(json.dumps(prev + rows, indent=2))
-    print("\n| model | new tok | batch | (a) samples/s | (b) samples/s | ratio b/a | peak GiB a / b | seq agree | tok agree |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| model | new tok | vision attn | batch | (a) samples/s | (b) samples/s | ratio b/a | (b) s, of which "
+          "waiting for encoding | peak GiB a / b | seq agree | tok agree |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['new_tokens']} | {r['batch_size']} | {r['a_samples_per_s']:.2f} | "
-              f"{r['b_samples_per_s']:.1f} | {r['ratio']:.1f}x | {r['a_peak_gib']:.1f} / {r['b_peak_gib']:.1f} | "
+        print(f"| {r['config']} | {r['new_tokens']} | {r['vision_attention']} | {r['batch_size']} | "
+              f"{r['a_samples_per_s']:.2f} | {r['b_samples_per_s']:.1f} | {r['ratio']:.1f}x | "
+              f"{r['b_seconds']:.2f} / {r['b_wait_for_encoding_s']:.2f} | {r['a_peak_gib']:.1f} / {r['b_peak_gib']:.1f} | "
               f"{r['sequence_agreement']:.2f} | {r['token_agreement']:.3f} |")
     for r in rows:
         if "breakdown" in r:

@@ -3,9 +3,9 @@
 Generation is only fast if the CPU work (image decode + resize, chat template, tokenising) overlaps the GPU work,
 and if one batch holds prompts of similar length (left padding costs prefill compute). Sorting needs the lengths
 before anything is encoded: `length_estimate` reads each image's size from its file header (no pixel decode) and
-applies the image processor's pixel budget. A torch DataLoader then encodes one record per item in that order,
-`prefetch` records ahead, in worker processes (no GIL contention with the decode loop). The main process only
-concatenates and generates. A record that cannot be encoded comes back as a named failure, never dropped.
+applies the image processor's pixel budget. A torch DataLoader then encodes the batches in that order in worker
+processes (no GIL contention with the decode loop), each batch split across all workers, the next batches while
+the GPU generates this one. The main process only concatenates and generates. A record that cannot be encoded comes back as a named failure, never dropped.
 """
 from __future__ import annotations
 
@@ -81,10 +81,27 @@ class PromptBatch:
     encoded: list[Encoded]               # their encodings, pixels dropped (they are in `inputs`)
     inputs: dict | None                  # collated tensors, None if no record of the batch encoded
     failed: dict[str, str] = field(default_factory=dict)   # {id: reason} for this batch's records that did not
+    wait_s: float = 0.0                  # main-process time to get this batch ready (the GPU idles meanwhile)
 
 
-def _keep(item):
-    return item
+@dataclass
+class _Piece:
+    """A few consecutive records encoded by one worker; their pixels in one tensor (one shared-memory transfer
+    per piece instead of two per record)."""
+    records: list[dict]
+    encoded: list[Encoded]
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    failed: dict[str, str]
+
+
+def _pack(items) -> _Piece:
+    ok = [(r, e) for r, e, err in items if err is None]
+    pix = [e.pixel_values for _, e in ok if e.pixel_values is not None]
+    grid = [e.image_grid_thw for _, e in ok if e.image_grid_thw is not None]
+    return _Piece([r for r, _ in ok], [replace(e, pixel_values=None, image_grid_thw=None) for _, e in ok],
+                  torch.cat(pix) if pix else None, torch.cat(grid) if grid else None,
+                  {str(r.get("id")): err for r, _, err in items if err is not None})
 
 
 def prompt_batches(processor: VLProcessor, records: list[dict], batch_size: int, num_workers: int | None = None,
@@ -92,21 +109,32 @@ def prompt_batches(processor: VLProcessor, records: list[dict], batch_size: int,
                    pixel_dtype: torch.dtype | None = None) -> Iterator[PromptBatch]:
     """Yield PromptBatch per `batch_size` records, longest first (an out-of-memory shows in the first batch, not
     the last). train=True encodes prompt + reference answer with labels (perplexity scoring)."""
+    import time
+
     num_workers = default_workers() if num_workers is None else num_workers
     order = list(range(len(records)))
     if sort_by_length:
         keys = [length_estimate(processor, r, train) for r in records]
         order.sort(key=lambda i: -keys[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # each batch split across all workers, so the first batch is ready after 1/num_workers of its encoding time
+    size = max(1, -(-batch_size // max(1, num_workers)))
+    pieces = [[b[i:i + size] for i in range(0, len(b), size)] for b in batches]
+    t0 = time.perf_counter()
     loader = torch.utils.data.DataLoader(
-        _EncodeRecords(processor, records, train, pixel_dtype), batch_size=None, sampler=order,
-        num_workers=num_workers, collate_fn=_keep,
-        # enough records in flight that the next batch is ready when the GPU finishes this one
-        prefetch_factor=max(2, -(-2 * batch_size // num_workers)) if num_workers else None)
+        _EncodeRecords(processor, records, train, pixel_dtype), batch_sampler=[p for ps in pieces for p in ps],
+        num_workers=num_workers, collate_fn=_pack)
     collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side=padding_side)
     items = iter(loader)
-    for start in range(0, len(order), batch_size):
-        chunk = [next(items) for _ in range(min(batch_size, len(order) - start))]
-        ok = [(r, e) for r, e, err in chunk if err is None]
-        failed = {str(r.get("id")): err for r, _, err in chunk if err is not None}
-        inputs = collate([e for _, e in ok]) if ok else None
-        yield PromptBatch([r for r, _ in ok], [replace(e, pixel_values=None) for _, e in ok], inputs, failed)
+    for ps in pieces:
+        got = [next(items) for _ in ps]
+        recs = [r for g in got for r in g.records]
+        encs = [e for g in got for e in g.encoded]
+        inputs = collate(encs) if encs else None
+        pix = [g.pixel_values for g in got if g.pixel_values is not None]
+        if pix:
+            inputs["pixel_values"] = torch.cat(pix)
+            inputs["image_grid_thw"] = torch.cat([g.image_grid_thw for g in got if g.image_grid_thw is not None])
+        failed = {k: v for g in got for k, v in g.failed.items()}
+        yield PromptBatch(recs, encs, inputs, failed, time.perf_counter() - t0)
+        t0 = time.perf_counter()

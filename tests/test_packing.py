@@ -9,7 +9,7 @@ from train.chunked_loss import chunked_nll_sum
 from train.models import FAMILIES as FAMILIES_REG
 from train.collator import VLCollator
 from train.packing import PackedCollator, packed_position_ids
-from train.varlen_attention import register, varlen_causal
+from train.varlen_attention import register, varlen
 
 QA = [((64, 80), "Is there a lesion?", "yes"),
       ((120, 90), "What organ is shown in this scan?", "the liver, with a longer answer than the others"),
@@ -85,16 +85,16 @@ def test_packed_position_ids_restart_per_sample(tiny_models, tmp_path):
     assert all(packed["labels"][0, s] == -100 for s in cu[:-1])
 
 
-@pytest.mark.parametrize("hq,hkv", [(4, 4), (6, 2)])
-def test_varlen_causal_equals_masked_sdpa(hq, hkv):
+@pytest.mark.parametrize("hq,hkv,causal", [(4, 4, True), (6, 2, True), (4, 4, False)])
+def test_varlen_equals_masked_sdpa(hq, hkv, causal):
     torch.manual_seed(0)
     lens = [5, 17, 1, 9]
     t, d = sum(lens), 16
     q, k, v = torch.randn(t, hq, d), torch.randn(t, hkv, d), torch.randn(t, hkv, d)
     cu = torch.tensor([0] + lens).cumsum(0).to(torch.int32)
-    out = varlen_causal(q, k, v, cu, max(lens), d ** -0.5)
+    out = varlen(q, k, v, cu, max(lens), d ** -0.5, causal=causal)
     seg = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens))
-    mask = (seg[:, None] == seg[None, :]) & torch.ones(t, t, dtype=torch.bool).tril()
+    mask = (seg[:, None] == seg[None, :]) & (torch.ones(t, t, dtype=torch.bool).tril() if causal else True)
     ref = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
                                          attn_mask=mask, enable_gqa=hq != hkv)[0].transpose(0, 1)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -180,3 +180,28 @@ def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_
     tr = _trainer(model, fam, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(tr.compute_loss(model, dict(kept)), tr.compute_loss(model, dict(plain)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_varlen_vision_equals_stock_vision(family, tiny_models, tmp_path, monkeypatch):
+    """All images of a batch through one varlen call per layer == transformers' own per-image attention loop."""
+    import train.varlen_attention as va
+    from train.loader import load_model_and_processor
+
+    model, proc, _ = load_model_and_processor(tiny_models[family], dtype="float32")
+    enc = _samples(proc, tmp_path)
+    pix, grid = torch.cat([e.pixel_values for e in enc]), torch.cat([e.image_grid_thw for e in enc])
+
+    def features():
+        with torch.no_grad():
+            out = model.model.get_image_features(pixel_values=pix, image_grid_thw=grid)
+        out = getattr(out, "pooler_output", out)
+        return torch.cat(list(out))
+
+    stock = features()
+    calls = []
+    real = va.varlen
+    monkeypatch.setattr(va, "varlen", lambda *a, **k: calls.append(len(a[3]) - 1) or real(*a, **k))
+    assert va.use_varlen_vision(model, cpu_ok=True)
+    torch.testing.assert_close(features(), stock, rtol=1e-5, atol=1e-5)
+    assert calls and max(calls) >= len(enc), "the vision tower did not take the one-call varlen path"

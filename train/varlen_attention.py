@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 NAME = "medvl_varlen"
+VISION_NAME = "medvl_flash_vision"  # see use_varlen_vision
 _PACKED = contextvars.ContextVar("medvl_packed_forward", default=False)
 
 
@@ -52,8 +53,9 @@ def _torch_varlen():
     return varlen_attn, {"window_size": "window_size" in params, "enable_gqa": "enable_gqa" in params}
 
 
-def varlen_causal(q, k, v, cu_seqlens, max_len: int, scale: float):
-    """Causal attention within each segment of a packed row. q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
+def varlen(q, k, v, cu_seqlens, max_len: int, scale: float, causal: bool = True):
+    """Attention within each segment of a packed row (causal, or full for vision patches).
+    q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
     hq, hkv = q.shape[1], k.shape[1]
     fn = _torch_varlen() if q.is_cuda else None
     if fn is not None:
@@ -64,14 +66,15 @@ def varlen_causal(q, k, v, cu_seqlens, max_len: int, scale: float):
                 kw["enable_gqa"] = True
             else:  # older torch: broadcast the k/v heads by hand
                 k, v = (t.repeat_interleave(hq // hkv, dim=1) for t in (k, v))
-        kw.update({"window_size": (-1, 0)} if has["window_size"] else {"is_causal": True})
+        if causal:
+            kw.update({"window_size": (-1, 0)} if has["window_size"] else {"is_causal": True})
         return varlen_attn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kw)
     # Portable path (CPU, or a torch without varlen_attn): the same math one segment at a time.
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:]):
         qs, ks, vs = (t[s:e].transpose(0, 1)[None] for t in (q, k, v))
-        out[s:e] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale,
+        out[s:e] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, scale=scale,
                                                   enable_gqa=hq != hkv)[0].transpose(0, 1)
     return out
 
@@ -92,8 +95,38 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
         raise ValueError("packed attention does not support attention dropout (Qwen-VL trains with 0.0)")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))        # (T, H, D)
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-    out = varlen_causal(q, k, v, cu_seq_lens_q.to(torch.int32), int(max_length_q), scale)
+    out = varlen(q, k, v, cu_seq_lens_q.to(torch.int32), int(max_length_q), scale)
     return out[None], None
+
+
+def vision_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """The vision tower's attention over all images of a batch in one varlen call (one image = one segment), where
+    transformers otherwise runs one SDPA call per image per layer."""
+    if cu_seq_lens_q is None or dropout:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    return varlen(q, k, v, cu_seq_lens_q.to(torch.int32), int(max_length_q), scale, causal=False)[None], None
+
+
+def use_varlen_vision(model, cpu_ok: bool = False) -> bool:
+    """On CUDA with PyTorch's varlen kernels: route the vision tower's attention through them (all images in one
+    call per layer). The attention name must contain "flash": that is what makes the Qwen-VL vision blocks pass
+    the per-image boundaries as cu_seqlens instead of splitting. Set on the vision config only, after loading
+    (loading with a "flash" name would look for the flash-attn package). Returns whether it was applied.
+    cpu_ok (tests): also on CPU, where the portable per-image path does what transformers' own loop does."""
+    visual = next((m for n, m in model.named_modules() if n == "visual" or n.endswith(".visual")), None)
+    device = next(model.parameters()).device
+    if visual is None or not cpu_ok and (device.type != "cuda" or _torch_varlen() is None):
+        return False
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VISION_NAME, vision_attention_forward)
+    visual.config._attn_implementation = VISION_NAME
+    return True
 
 
 @functools.lru_cache(maxsize=1)
