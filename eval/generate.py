@@ -26,8 +26,8 @@ from data_process.io import BadLine, read_records, write_json
 from data_process.schema import record_problems
 from train.preprocess import DEFAULT_SYSTEM, SampleError
 from train.validation import generate_batch
-from .model_spec import ModelSpec, add_model_arguments, load_spec
-from .prompt_batches import PromptBatch, prompt_batches
+from .model_spec import ModelSpec, add_model_arguments, load_spec, load_spec_processor
+from .prompt_batches import EncoderPool, PromptBatch, prompt_batches
 
 
 def completed_ids(path: Path) -> set[str]:
@@ -99,9 +99,10 @@ def vision_dtype(model, family) -> torch.dtype | None:
 
 def generate_stream(model, processor, family, records: list[dict], batch_size: int, max_new_tokens: int,
                     num_workers: int | None = None, sort_by_length: bool = True, return_ids: bool = False,
-                    **generate_kwargs) -> Iterator[tuple[PromptBatch, list]]:
-    """(batch, its answers) per length-sorted batch, the next batches encoded by workers meanwhile."""
-    for batch in prompt_batches(processor, records, batch_size, num_workers, sort_by_length=sort_by_length,
+                    pool: EncoderPool | None = None, **generate_kwargs) -> Iterator[tuple[PromptBatch, list]]:
+    """(batch, its answers) per length-sorted batch, the next batches encoded by workers meanwhile
+    (`pool`'s, or workers started for this call)."""
+    for batch in prompt_batches(processor, records, batch_size, num_workers, pool=pool, sort_by_length=sort_by_length,
                                 pixel_dtype=vision_dtype(model, family)):
         preds = generate_batch(model, processor, batch.inputs, max_new_tokens, return_ids, **generate_kwargs) \
             if batch.inputs is not None else []
@@ -119,8 +120,14 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
     n_records = len(records)
     records, rejected = screen_records(records)
     todo = [r for r in records if str(r["id"]) not in done]
-    model, processor, family = load_spec(spec, dtype=dtype, device=device, min_pixels=min_pixels,
-                                         max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
+    pkw = dict(min_pixels=min_pixels, max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
+    # encoding workers first: they fork fast from a process that holds no weights yet
+    pool = EncoderPool(load_spec_processor(spec, **pkw)[0], num_workers)
+    try:
+        model, processor, family = load_spec(spec, dtype=dtype, device=device, **pkw)
+    except BaseException:
+        pool.close()
+        raise
     info = {"model": spec.name, "checkpoint": spec.checkpoint, "adapters": list(spec.adapters), "family": family.name,
             "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
             "prompt_mode": prompt_mode, "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,
@@ -128,17 +135,22 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
             "n_records": n_records, "already_done": len(done), "skipped_already_done": len(records) - len(todo)}
     write_json(out / "run_info.json", info)
     failed = dict(rejected)
-    t0, generated = time.time(), 0
+    t0, generated, waited = time.time(), 0, 0.0
     bar = tqdm(total=len(todo), desc=f"generate[{spec.name}]", disable=not progress)
-    for batch, preds in generate_stream(model, processor, family, todo, batch_size, max_new_tokens, num_workers,
-                                        sort_by_length):
-        failed.update(batch.failed)
-        if batch.records:
-            _append(pred_path, [prediction_row(r, p, e, prompt_mode) for r, e, p in zip(batch.records, batch.encoded, preds)])
-            generated += len(batch.records)
-        bar.update(len(batch.records) + len(batch.failed))
+    with pool:
+        for batch, preds in generate_stream(model, processor, family, todo, batch_size, max_new_tokens,
+                                            sort_by_length=sort_by_length, pool=pool):
+            failed.update(batch.failed)
+            waited += batch.wait_s
+            if batch.records:
+                _append(pred_path, [prediction_row(r, p, e, prompt_mode)
+                                    for r, e, p in zip(batch.records, batch.encoded, preds)])
+                generated += len(batch.records)
+            bar.update(len(batch.records) + len(batch.failed))
     bar.close()
-    info.update(seconds=round(time.time() - t0, 2), generated=generated, failed=failed)
+    # waited_for_encoding_s: time the GPU sat idle for prompts (if large, raise --num_workers)
+    info.update(seconds=round(time.time() - t0, 2), waited_for_encoding_s=round(waited, 2), generated=generated,
+                failed=failed)
     assert n_records == info["skipped_already_done"] + generated + len(failed), "generation lost records"
     write_json(out / "run_info.json", info)
     if failed:

@@ -42,6 +42,18 @@ class ModelSpec:
         return self.checkpoint
 
 
+def load_spec_processor(spec: ModelSpec, **processor_kw):
+    """(VLProcessor, family) of a spec without its weights: cheap, so encoding can start before the model loads.
+    The same processor load_spec returns."""
+    from transformers import AutoConfig
+
+    from train.loader import load_processor
+    from train.models import get_family
+
+    family = get_family(AutoConfig.from_pretrained(spec.checkpoint))
+    return load_processor(spec.processor_source, family, **processor_kw), family
+
+
 def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, **processor_kw):
     """(model in eval mode, VLProcessor, family) for a spec; adapters merged in order."""
     from peft import PeftModel
@@ -57,6 +69,8 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, **proces
         processor = load_processor(spec.processor_source, family, **pix, **rest)
     if device:
         model = model.to(device)
+    from train.varlen_attention import use_varlen_vision
+    use_varlen_vision(model)  # CUDA: all images of a batch in one attention call per vision layer
     return model.eval(), processor, family
 
 

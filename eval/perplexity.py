@@ -59,8 +59,8 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
                          progress: bool = True, num_workers: int | None = None) -> dict:
     model, processor, family = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9)
     dev = next(model.parameters()).device
-    # box answers are scored by grounding metrics, not by the PPL of their text
     records, rejected = screen_records(records)  # malformed / repeated ids: named, as generation names them
+    # box answers are scored by grounding metrics, not by the PPL of their text
     text_records = [r for r in records if (r.get("meta") or {}).get("task") != "grounding"]
     per_sample: dict[str, dict] = {}
     failed: dict[str, str] = dict(rejected)

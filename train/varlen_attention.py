@@ -116,11 +116,14 @@ def use_varlen_vision(model, cpu_ok: bool = False) -> bool:
     """On CUDA with PyTorch's varlen kernels: route the vision tower's attention through them (all images in one
     call per layer). The attention name must contain "flash": that is what makes the Qwen-VL vision blocks pass
     the per-image boundaries as cu_seqlens instead of splitting. Set on the vision config only, after loading
-    (loading with a "flash" name would look for the flash-attn package). Returns whether it was applied.
+    (loading with a "flash" name would look for the flash-attn package). Only replaces SDPA. Returns whether it
+    was applied.
     cpu_ok (tests): also on CPU, where the portable per-image path does what transformers' own loop does."""
     visual = next((m for n, m in model.named_modules() if n == "visual" or n.endswith(".visual")), None)
     device = next(model.parameters()).device
     if visual is None or not cpu_ok and (device.type != "cuda" or _torch_varlen() is None):
+        return False
+    if visual.config._attn_implementation not in ("sdpa", VISION_NAME):  # eager or a real flash-attn: keep it
         return False
     from transformers import AttentionInterface
 
