@@ -74,13 +74,17 @@ def batched(model, processor, family, records, new_tokens, batch_size=48, pool=N
     return [by_id[r["id"]] for r in records]
 
 
-def set_vision_attention(model, varlen: bool) -> str:
-    """Stock SDPA (one call per image per layer) or train.varlen_attention's one varlen call per layer."""
-    from train.varlen_attention import use_varlen_vision
-    visual = next(m for n, m in model.named_modules() if n.endswith("visual"))
-    if not (varlen and use_varlen_vision(model)):
+def set_vision(model, variant: str) -> str:
+    """(b)'s vision tower: "sdpa" (stock, one call per image per layer), "varlen" (one varlen call per layer), or
+    "varlen+compile" (also torch.compile of the blocks, eval.generate --compile_vision). Returns a label."""
+    from eval.fast_vision import prepare_vision
+    from train.models import vision_tower
+    visual = vision_tower(model)
+    if variant == "sdpa":
         visual.config._attn_implementation = "sdpa"
-    return visual.config._attn_implementation
+        return "sdpa"
+    got = prepare_vision(model, compile=variant == "varlen+compile")
+    return got["attention"] + ("+compile" if got["compiled"] else "")
 
 
 def timed(fn, *args, repeats=1, **kw):
@@ -135,8 +139,8 @@ def main(argv=None):
     p.add_argument("--num_workers", type=int, default=8, help="encoding processes of path (b)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched path (median)")
     p.add_argument("--repeats_a", type=int, default=3, help="timed repeats of the per-sample loop (median)")
-    p.add_argument("--vision", nargs="+", choices=["sdpa", "varlen"], default=["varlen"],
-                   help="(b)'s vision attention: stock per-image SDPA and/or one varlen call per layer")
+    p.add_argument("--vision", nargs="+", choices=["sdpa", "varlen", "varlen+compile"], default=["varlen"],
+                   help="(b)'s vision tower variants, run in this order (compile cannot be undone: put it last)")
     p.add_argument("--breakdown", action="store_true", help="also time (b)'s parts on their own (first batch size)")
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     a = p.parse_args(argv)
@@ -163,13 +167,14 @@ def main(argv=None):
               "num_workers": a.num_workers, "pool_start_s": pool_start, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
     rows = []
     for k in a.new_tokens:
-        set_vision_attention(model, False)
+        set_vision(model, "sdpa")
         per_sample(model, processor, family, records[:2], k)  # warm-up both paths
         batched(model, processor, family, records[:4], k, 4, pool)
         ta, ma, ids_a = timed(per_sample, model, processor, family, records[:n_a], k, repeats=a.repeats_a)
         for vit in a.vision:
-            vit_impl = set_vision_attention(model, vit == "varlen")
-            batched(model, processor, family, records[:4], k, 4, pool)  # warm-up (kernels of this path)
+            vit_impl = set_vision(model, vit)
+            for w in (2, 4, 8):  # warm-up: this path's kernels (and, compiled, its dynamic-shape graphs)
+                batched(model, processor, family, records[:w], k, w, pool)
             for j, bs in enumerate(a.batch_size):
                 waits = []
                 tb, mb, ids_b = timed(batched, model, processor, family, records, k, batch_size=bs, pool=pool,

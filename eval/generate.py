@@ -112,7 +112,8 @@ def generate_stream(model, processor, family, records: list[dict], batch_size: i
 def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batch_size: int = 8,
                        max_new_tokens: int = 64, system_prompt=DEFAULT_SYSTEM, prompt_mode: str = "default",
                        dtype="auto", device: str | None = None, min_pixels=None, max_pixels=None,
-                       sort_by_length: bool = True, progress: bool = True, num_workers: int | None = None) -> Path:
+                       sort_by_length: bool = True, progress: bool = True, num_workers: int | None = None,
+                       compile_vision: bool = False) -> Path:
     out = out_dir / spec.name
     out.mkdir(parents=True, exist_ok=True)
     pred_path = out / "predictions.jsonl"
@@ -124,7 +125,7 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
     # encoding workers first: they fork fast from a process that holds no weights yet
     pool = EncoderPool(load_spec_processor(spec, **pkw)[0], num_workers)
     try:
-        model, processor, family = load_spec(spec, dtype=dtype, device=device, **pkw)
+        model, processor, family = load_spec(spec, dtype=dtype, device=device, compile_vision=compile_vision, **pkw)
     except BaseException:
         pool.close()
         raise
@@ -132,6 +133,7 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
             "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
             "prompt_mode": prompt_mode, "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,
             "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
+            "vision": getattr(model, "vision_speed", None),
             "n_records": n_records, "already_done": len(done), "skipped_already_done": len(records) - len(todo)}
     write_json(out / "run_info.json", info)
     failed = dict(rejected)
@@ -182,7 +184,7 @@ def main(argv=None):
         spec = ModelSpec.parse(text)
         path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,
                                   a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels,
-                                  num_workers=a.num_workers)
+                                  num_workers=a.num_workers, compile_vision=a.compile_vision)
         print(f"[{spec.name}] predictions: {path}")
 
 

@@ -56,8 +56,10 @@ def category_keys(entry: dict | None) -> list[str]:
 
 def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, type_mapping: dict | None = None,
                          batch_size: int = 8, dtype="auto", device: str | None = None, system_prompt=DEFAULT_SYSTEM,
-                         progress: bool = True, num_workers: int | None = None) -> dict:
-    model, processor, family = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9)
+                         progress: bool = True, num_workers: int | None = None,
+                         compile_vision: bool = False) -> dict:
+    model, processor, family = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9,
+                                         compile_vision=compile_vision)
     dev = next(model.parameters()).device
     records, rejected = screen_records(records)  # malformed / repeated ids: named, as generation names them
     # box answers are scored by grounding metrics, not by the PPL of their text
@@ -100,7 +102,8 @@ def main(argv=None):
     records = read_records(a.test_data, bad_lines="yield")
     tm = read_json(a.type_mapping) if a.type_mapping else None
     for text in a.model:
-        res = perplexity_for_model(ModelSpec.parse(text), records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device)
+        res = perplexity_for_model(ModelSpec.parse(text), records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device,
+                                   compile_vision=a.compile_vision)
         o = res["overall"]
         print(f"[{res['model']}] perplexity {o['ppl']:.3f} over {o['tokens']} answer tokens ({o['n']} answers)")
 

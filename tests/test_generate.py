@@ -58,6 +58,7 @@ def test_kill_halfway_then_rerun_gives_each_id_once(tiny_models, tmp_path):
     assert sorted(ids) == sorted(r["id"] for r in recs) and len(ids) == len(set(ids))
     info = json.loads((tmp_path / "out" / "m" / "run_info.json").read_text())
     assert info["decoding"]["do_sample"] is False and info["already_done"] == 2
+    assert info["waited_for_encoding_s"] >= 0 and info["vision"]["compiled"] is False
 
 
 def test_corpus_perplexity_is_fp32_token_weighted(tiny_models, tmp_path):
@@ -93,3 +94,54 @@ def test_model_spec_parsing(tmp_path):
     with pytest.raises(ValueError, match="not an adapter dir"):
         ModelSpec.parse(f"x=base+{tmp_path}")
     assert ModelSpec.parse("base=Qwen/Qwen2-VL-2B-Instruct") == ModelSpec("base", "Qwen/Qwen2-VL-2B-Instruct", ())
+
+
+def test_encoder_pool_matches_inline_encoding_and_names_failures(tiny_models, tmp_path):
+    """Worker processes (reused over two passes) give the same batches as encoding in line, longest first; an
+    unreadable image is a named failure in its batch, nothing is dropped."""
+    from eval.model_spec import load_spec_processor
+    from eval.prompt_batches import EncoderPool
+
+    recs = _mixed_records(tmp_path, n=7)
+    recs[3]["image"] = str(tmp_path / "missing.png")
+    proc, _ = load_spec_processor(ModelSpec.parse(f"m={tiny_models['qwen2_vl']}"))
+
+    def run(pool):
+        out = list(pool.batches(recs, 3, pixel_dtype=torch.bfloat16))
+        return out, [r["id"] for b in out for r in b.records]
+
+    with EncoderPool(proc, 0) as inline, EncoderPool(proc, 2) as workers:
+        ref, ref_ids = run(inline)
+        for _ in range(2):
+            got, ids = run(workers)
+            assert ids == ref_ids
+            for a, b in zip(got, ref):
+                assert a.inputs.keys() == b.inputs.keys() and a.failed == b.failed
+                for k in a.inputs:
+                    assert torch.equal(a.inputs[k], b.inputs[k]), k
+    failed = {k: v for b in ref for k, v in b.failed.items()}
+    assert list(failed) == ["r3"] and "missing_image" in failed["r3"]
+    assert sorted(ref_ids + list(failed)) == sorted(r["id"] for r in recs)
+    assert ref[0].inputs["pixel_values"].dtype == torch.bfloat16
+    lens = [int(b.inputs["attention_mask"].sum(1).max()) for b in ref]
+    assert lens == sorted(lens, reverse=True), "batches are not longest-first"
+
+
+def test_compiled_vision_blocks_equal_eager(tiny_models, tmp_path):
+    """--compile_vision: torch.compile of the vision blocks gives the eager features (fp32), shapes vary."""
+    from eval.fast_vision import prepare_vision
+    from eval.model_spec import load_spec
+
+    model, proc, _ = load_spec(ModelSpec.parse(f"m={tiny_models['qwen2_vl']}"), dtype="float32")
+    encs = [proc.encode(r, train=False) for r in _mixed_records(tmp_path, n=3)]
+
+    def feats(es):
+        with torch.no_grad():
+            out = model.model.get_image_features(pixel_values=torch.cat([e.pixel_values for e in es]),
+                                                 image_grid_thw=torch.cat([e.image_grid_thw for e in es]))
+        return torch.cat(list(getattr(out, "pooler_output", out)))
+
+    eager = [feats(encs), feats(encs[:1])]
+    assert prepare_vision(model, compile=True)["compiled"]
+    torch.testing.assert_close(feats(encs), eager[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(feats(encs[:1]), eager[1], rtol=1e-5, atol=1e-5)

@@ -70,6 +70,11 @@ def get_family(name_or_config) -> ModelFamily:
                      f"{sorted(t for f in FAMILIES.values() for t in f.model_types)}")
 
 
+def vision_tower(model):
+    """The vision tower (`visual`) of a Qwen-VL model, wrapped (PEFT) or not; None for a text-only model."""
+    return next((m for n, m in model.named_modules() if n == "visual" or n.endswith(".visual")), None)
+
+
 def resolve_modules(model, regex: str, what: str, linear_only: bool = True) -> list[str]:
     """Names of modules matching `regex` (re.search on the full name); a clear error when none match."""
     import torch.nn as nn

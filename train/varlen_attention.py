@@ -119,7 +119,9 @@ def use_varlen_vision(model, cpu_ok: bool = False) -> bool:
     (loading with a "flash" name would look for the flash-attn package). Only replaces SDPA. Returns whether it
     was applied.
     cpu_ok (tests): also on CPU, where the portable per-image path does what transformers' own loop does."""
-    visual = next((m for n, m in model.named_modules() if n == "visual" or n.endswith(".visual")), None)
+    from .models import vision_tower
+
+    visual = vision_tower(model)
     device = next(model.parameters()).device
     if visual is None or not cpu_ok and (device.type != "cuda" or _torch_varlen() is None):
         return False
