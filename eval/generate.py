@@ -170,8 +170,6 @@ def main(argv=None):
     p.add_argument("--system_prompt_file", default=None)
     p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
     p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
-    p.add_argument("--num_workers", type=int, default=None,
-                   help="encoding processes that run ahead of the GPU (default: cores - 1, at most 8; 0: inline)")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
     system = DEFAULT_SYSTEM

@@ -86,6 +86,8 @@ def add_model_arguments(p) -> None:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="encoding processes that run ahead of the GPU (default: cores - 1, at most 8; 0: inline)")
     p.add_argument("--compile_vision", action="store_true",
                    help="torch.compile the vision blocks (faster on GPU after a compile of tens of seconds; bf16 "
                         "rounding differs from eager, so answers may differ in rare near-ties)")

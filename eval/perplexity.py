@@ -103,7 +103,7 @@ def main(argv=None):
     tm = read_json(a.type_mapping) if a.type_mapping else None
     for text in a.model:
         res = perplexity_for_model(ModelSpec.parse(text), records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device,
-                                   compile_vision=a.compile_vision)
+                                   num_workers=a.num_workers, compile_vision=a.compile_vision)
         o = res["overall"]
         print(f"[{res['model']}] perplexity {o['ppl']:.3f} over {o['tokens']} answer tokens ({o['n']} answers)")
 
