@@ -5,7 +5,8 @@ and if one batch holds prompts of similar length (left padding costs prefill com
 before anything is encoded: `length_estimate` reads each image's size from its file header (no pixel decode) and
 applies the image processor's pixel budget. A torch DataLoader then encodes the batches in that order in worker
 processes (no GIL contention with the decode loop), each batch split across all workers, the next batches while
-the GPU generates this one. The main process only concatenates and generates. A record that cannot be encoded comes back as a named failure, never dropped.
+the GPU generates this one. The main process only concatenates and generates. A record that cannot be encoded
+comes back as a named failure, never dropped.
 """
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ class EncoderPool:
                 pass
 
     def close(self):
+        # torch has no public way to stop persistent workers before the loader is garbage-collected
         it = getattr(self._loader, "_iterator", None)
         if it is not None:
             it._shutdown_workers()
