@@ -75,6 +75,8 @@ class _EncodeRecords(torch.utils.data.Dataset):
             enc = self.processor.encode(rec, train=train)
         except SampleError as e:
             return rec, None, str(e), time.perf_counter() - t0
+        except Exception as e:  # a bug, not bad data: stop, but say which record (the worker's trace follows)
+            raise RuntimeError(f"encoding record {rec.get('id')!r} failed: {type(e).__name__}: {e}") from e
         if pixel_dtype is not None and enc.pixel_values is not None:
             enc.pixel_values = enc.pixel_values.to(pixel_dtype)
         return rec, enc, None, time.perf_counter() - t0

@@ -102,7 +102,7 @@ def test_encoder_pool_matches_inline_encoding_and_names_failures(tiny_models, tm
     from eval.model_spec import load_spec_processor
     from eval.prompt_batches import EncoderPool
 
-    recs = _mixed_records(tmp_path, n=7)
+    recs = _mixed_records(tmp_path, n=7) + [qa_record("text_only", None, "Is pneumonia contagious?", "yes")]
     recs[3]["image"] = str(tmp_path / "missing.png")
     proc, _ = load_spec_processor(ModelSpec.parse(f"m={tiny_models['qwen2_vl']}"))
 
@@ -145,3 +145,17 @@ def test_compiled_vision_blocks_equal_eager(tiny_models, tmp_path):
     assert prepare_vision(model, compile=True)["compiled"]
     torch.testing.assert_close(feats(encs), eager[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(feats(encs[:1]), eager[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_encoder_bug_stops_and_names_the_record(tiny_models, tmp_path, workers):
+    """An unexpected exception while encoding (a bug, not bad data) is not turned into a silent skip."""
+    from eval.model_spec import load_spec_processor
+    from eval.prompt_batches import EncoderPool
+
+    recs = _mixed_records(tmp_path, n=3)
+    proc, _ = load_spec_processor(ModelSpec.parse(f"m={tiny_models['qwen2_vl']}"))
+    real = proc.encode
+    proc.encode = lambda r, train=True: (_ for _ in ()).throw(KeyError("boom")) if r["id"] == "r1" else real(r, train)
+    with EncoderPool(proc, workers) as pool, pytest.raises(RuntimeError, match="encoding record 'r1' failed"):
+        list(pool.batches(recs, 2))
