@@ -127,12 +127,13 @@ def test_encoder_pool_matches_inline_encoding_and_names_failures(tiny_models, tm
     assert lens == sorted(lens, reverse=True), "batches are not longest-first"
 
 
-def test_compiled_vision_blocks_equal_eager(tiny_models, tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_vision_blocks_equal_eager(family, tiny_models, tmp_path):
     """--compile_vision: torch.compile of the vision blocks gives the eager features (fp32), shapes vary."""
     from eval.fast_vision import prepare_vision
     from eval.model_spec import load_spec
 
-    model, proc, _ = load_spec(ModelSpec.parse(f"m={tiny_models['qwen2_vl']}"), dtype="float32")
+    model, proc, _ = load_spec(ModelSpec.parse(f"m={tiny_models[family]}"), dtype="float32")
     encs = [proc.encode(r, train=False) for r in _mixed_records(tmp_path, n=3)]
 
     def feats(es):
