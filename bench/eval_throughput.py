@@ -108,7 +108,7 @@ def breakdown(model, processor, family, records, new_tokens, batch_size, pool) -
     from eval.prompt_batches import prompt_batches
     from train.validation import generate_batch
 
-    dt = vision_dtype(model, family)
+    dt = vision_dtype(model)
     t_enc, _, batches = timed(lambda: list(prompt_batches(processor, records, batch_size, pool=pool, pixel_dtype=dt)))
     dev = next(model.parameters()).device
 

@@ -24,9 +24,9 @@ from tqdm import tqdm
 
 from data_process.io import BadLine, read_records, write_json
 from data_process.schema import record_problems
-from train.preprocess import DEFAULT_SYSTEM, SampleError
+from train.preprocess import DEFAULT_SYSTEM
 from train.validation import generate_batch
-from .model_spec import ModelSpec, add_model_arguments, load_spec, load_spec_processor
+from .model_spec import ModelSpec, add_model_arguments, load_spec_with_encoders
 from .prompt_batches import EncoderPool, PromptBatch, prompt_batches
 
 
@@ -87,14 +87,12 @@ def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:
     return ok, failed
 
 
-def vision_dtype(model, family) -> torch.dtype | None:
+def vision_dtype(model) -> torch.dtype | None:
     """The dtype the vision tower casts pixels to (its first floating parameter), None for a text-only model."""
-    from train.adapters import component_of
+    from train.models import vision_tower
 
-    for name, p in model.named_parameters():
-        if p.is_floating_point() and component_of(name, family) == "vision":
-            return p.dtype
-    return None
+    visual = vision_tower(model)
+    return next((p.dtype for p in visual.parameters() if p.is_floating_point()), None) if visual else None
 
 
 def generate_stream(model, processor, family, records: list[dict], batch_size: int, max_new_tokens: int,
@@ -103,7 +101,7 @@ def generate_stream(model, processor, family, records: list[dict], batch_size: i
     """(batch, its answers) per length-sorted batch, the next batches encoded by workers meanwhile
     (`pool`'s, or workers started for this call)."""
     for batch in prompt_batches(processor, records, batch_size, num_workers, pool=pool, sort_by_length=sort_by_length,
-                                pixel_dtype=vision_dtype(model, family)):
+                                pixel_dtype=vision_dtype(model)):
         preds = generate_batch(model, processor, batch.inputs, max_new_tokens, return_ids, **generate_kwargs) \
             if batch.inputs is not None else []
         yield batch, preds
@@ -121,14 +119,9 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
     n_records = len(records)
     records, rejected = screen_records(records)
     todo = [r for r in records if str(r["id"]) not in done]
-    pkw = dict(min_pixels=min_pixels, max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
-    # encoding workers first: they fork fast from a process that holds no weights yet
-    pool = EncoderPool(load_spec_processor(spec, **pkw)[0], num_workers)
-    try:
-        model, processor, family = load_spec(spec, dtype=dtype, device=device, compile_vision=compile_vision, **pkw)
-    except BaseException:
-        pool.close()
-        raise
+    pool, (model, processor, family) = load_spec_with_encoders(
+        spec, num_workers, dtype=dtype, device=device, compile_vision=compile_vision, min_pixels=min_pixels,
+        max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
     info = {"model": spec.name, "checkpoint": spec.checkpoint, "adapters": list(spec.adapters), "family": family.name,
             "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
             "prompt_mode": prompt_mode, "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,

@@ -76,6 +76,20 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
     return model.eval(), processor, family
 
 
+def load_spec_with_encoders(spec: ModelSpec, num_workers: int | None = None, dtype="auto", device: str | None = None,
+                            compile_vision: bool = False, **processor_kw):
+    """(EncoderPool, (model, processor, family)): the encoding workers start first, since they fork fast from a
+    process that holds no weights yet (eval/prompt_batches.py), then the model loads."""
+    from .prompt_batches import EncoderPool
+
+    pool = EncoderPool(load_spec_processor(spec, **processor_kw)[0], num_workers)
+    try:
+        return pool, load_spec(spec, dtype=dtype, device=device, compile_vision=compile_vision, **processor_kw)
+    except BaseException:
+        pool.close()
+        raise
+
+
 def add_model_arguments(p) -> None:
     """The options every per-model eval entry point shares (generation, perplexity)."""
     import torch

@@ -18,8 +18,7 @@ from tqdm import tqdm
 from data_process.io import read_json, read_records, write_json
 from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX
 from .generate import screen_records, vision_dtype
-from .model_spec import ModelSpec, add_model_arguments, load_spec
-from .prompt_batches import prompt_batches
+from .model_spec import ModelSpec, add_model_arguments, load_spec_with_encoders
 
 
 @torch.no_grad()
@@ -58,8 +57,9 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
                          batch_size: int = 8, dtype="auto", device: str | None = None, system_prompt=DEFAULT_SYSTEM,
                          progress: bool = True, num_workers: int | None = None,
                          compile_vision: bool = False) -> dict:
-    model, processor, family = load_spec(spec, dtype=dtype, device=device, system_prompt=system_prompt, max_len=10 ** 9,
-                                         compile_vision=compile_vision)
+    pool, (model, processor, _) = load_spec_with_encoders(spec, num_workers, dtype=dtype, device=device,
+                                                          compile_vision=compile_vision, system_prompt=system_prompt,
+                                                          max_len=10 ** 9)
     dev = next(model.parameters()).device
     records, rejected = screen_records(records)  # malformed / repeated ids: named, as generation names them
     # box answers are scored by grounding metrics, not by the PPL of their text
@@ -68,14 +68,15 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
     failed: dict[str, str] = dict(rejected)
     bar = tqdm(total=len(text_records), desc=f"perplexity[{spec.name}]", disable=not progress)
     # the generation path's batching: length-sorted, encoded by workers ahead of the GPU
-    for batch in prompt_batches(processor, text_records, batch_size, num_workers, train=True, padding_side="right",
-                                pixel_dtype=vision_dtype(model, family)):
-        failed.update(batch.failed)
-        if batch.inputs is not None:
-            sums, counts = answer_nll(model, {k: v.to(dev) for k, v in batch.inputs.items()})
-            for r, s, c in zip(batch.records, sums, counts):
-                per_sample[str(r["id"])] = {"nll_sum": s, "tokens": int(c)}
-        bar.update(len(batch.records) + len(batch.failed))
+    with pool:
+        for batch in pool.batches(text_records, batch_size, train=True, padding_side="right",
+                                  pixel_dtype=vision_dtype(model)):
+            failed.update(batch.failed)
+            if batch.inputs is not None:
+                sums, counts = answer_nll(model, {k: v.to(dev) for k, v in batch.inputs.items()})
+                for r, s, c in zip(batch.records, sums, counts):
+                    per_sample[str(r["id"])] = {"nll_sum": s, "tokens": int(c)}
+            bar.update(len(batch.records) + len(batch.failed))
     bar.close()
     ids = list(per_sample)
     result = {"model": spec.name, "overall": corpus_ppl([per_sample[i]["nll_sum"] for i in ids],

@@ -31,13 +31,11 @@ def generation_scores(preds: list[str], refs: list[str], answer_types: list[str]
 
 @torch.no_grad()
 def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_size: int, max_new_tokens: int,
-                    synced_gpus: bool = False, encoded: list | None = None, return_ids: bool = False,
-                    **generate_kwargs) -> list:
+                    synced_gpus: bool = False, return_ids: bool = False, **generate_kwargs) -> list:
     """Left-padded batched greedy decoding; returns the decoded answers in record order.
-    `encoded`: the records' prompts already encoded (processor.encode(train=False)), to skip re-encoding.
     `return_ids`: the new token ids per record instead of decoded text (benchmarks compare tokens)."""
     collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
-    encoded = encoded if encoded is not None else [processor.encode(r, train=False) for r in records]
+    encoded = [processor.encode(r, train=False) for r in records]
     outs: list = []
     for i in range(0, len(encoded), batch_size):
         outs += generate_batch(model, processor, collate(encoded[i:i + batch_size]), max_new_tokens, return_ids,
