@@ -18,6 +18,7 @@ import torch
 
 from data_process.schema import image_list
 from train.collator import VLCollator
+from train.loader import pixel_budget
 from train.preprocess import Encoded, SampleError, VLProcessor
 
 
@@ -26,20 +27,13 @@ def default_workers() -> int:
     return min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
-def _pixel_budget(image_processor) -> tuple[int, int]:
-    size = getattr(image_processor, "size", None) or {}
-    lo = getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or 56 * 56
-    hi = getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or 28 * 28 * 1280
-    return int(lo), int(hi)
-
-
 def length_estimate(processor: VLProcessor, rec: dict, train: bool = False) -> int:
     """Approximate prompt length in tokens, cheap: image tokens from the header size under the pixel budget, plus
     ~3 characters per text token. Only the batch order depends on it; answers do not. An image that cannot be
     opened counts 0 here and is reported by the encoder with its reason."""
     from PIL import Image
 
-    lo, hi = _pixel_budget(processor.image_processor)
+    lo, hi = pixel_budget(processor.image_processor)
     factor = processor.patch * processor.merge
     n = 0
     for p in image_list(rec):

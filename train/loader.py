@@ -52,6 +52,14 @@ def set_pixel_budget(image_processor, min_pixels: int | None, max_pixels: int | 
     image_processor.size = size
 
 
+def pixel_budget(image_processor) -> tuple[int, int]:
+    """(min, max) pixels as set_pixel_budget stores them (size dict in 5.x, attributes before); Qwen-VL defaults."""
+    size = getattr(image_processor, "size", None) or {}
+    lo = getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or 56 * 56
+    hi = getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or 28 * 28 * 1280
+    return int(lo), int(hi)
+
+
 def load_processor_parts(path: str, min_pixels: int | None = None, max_pixels: int | None = None,
                          trust_remote_code: bool = False):
     """(tokenizer, image_processor) from a checkpoint; AutoProcessor when it can be built, else the parts."""
