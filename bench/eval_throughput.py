@@ -146,10 +146,8 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     from bench.random_checkpoint import build
-    from train.loader import load_model_and_processor
-
     from eval.prompt_batches import EncoderPool
-    from train.loader import load_processor
+    from train.loader import load_model_and_processor, load_processor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tmp = Path(tempfile.mkdtemp())
@@ -164,7 +162,8 @@ def main(argv=None):
     records = make_records(a.n, tmp)
     n_a = min(a.n_a, a.n)
     common = {"config": Path(a.config).stem, "n": a.n, "n_a": n_a, "repeats_a": a.repeats_a, "repeats_b": a.repeats,
-              "num_workers": a.num_workers, "pool_start_s": pool_start, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
+              "num_workers": a.num_workers, "pool_start_s": pool_start,
+              "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
     rows = []
     for k in a.new_tokens:
         set_vision(model, "sdpa")
