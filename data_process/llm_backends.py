@@ -10,7 +10,9 @@ HTTP: POST <endpoint>/chat/completions with {"model", "messages": [{"role": "use
 and process lists) and only ever placed in the Authorization header: it is in no log line, error or output.
 Each request has a timeout; connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and
 jitter (a Retry-After header is honoured up to max_backoff); other 4xx fail at once. After the last retry the
-error names the request and the reason.
+error names the request and the reason. Redirects are never followed: urllib would resend the Authorization header to
+wherever a 3xx points (another host included), so a redirect fails at once naming its target; pass the final URL as
+--endpoint.
 """
 from __future__ import annotations
 
@@ -103,6 +105,13 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """No redirect is followed: the 3xx reaches the caller as an HTTPError (with its Location header)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 @dataclass
 class RetryPolicy:
     timeout: float = 60.0          # seconds per request
@@ -136,6 +145,7 @@ class HTTPBackend:
         self._key = os.environ.get(api_key_env) if api_key_env else None
         self.api_key_env = api_key_env
         self._rng = random.Random(seed)
+        self._opener = urllib.request.build_opener(_RefuseRedirects)
         self.retries = 0  # retried requests in this process, for the report
 
     @property
@@ -155,7 +165,7 @@ class HTTPBackend:
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
         req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(req, timeout=self.policy.timeout) as resp:
+        with self._opener.open(req, timeout=self.policy.timeout) as resp:
             return resp.read()
 
     def complete(self, prompt: str, what: str = "request") -> str:
@@ -170,6 +180,11 @@ class HTTPBackend:
                 return content.strip()
             except urllib.error.HTTPError as e:
                 last = f"HTTP {e.code} {e.reason}"
+                if 300 <= e.code < 400:
+                    target = urllib.parse.urljoin(self.url, (e.headers or {}).get("Location") or "")
+                    raise GenerationError(f"{what}: {redact_url(self.url)} answered {last}, a redirect to "
+                                          f"{redact_url(target)}; not followed, so the API key goes nowhere else: "
+                                          f"pass the final URL as --endpoint") from None
                 if e.code != 429 and not 500 <= e.code < 600:
                     hint = " (check the API key in $" + str(self.api_key_env) + ")" if e.code in (401, 403) else ""
                     raise GenerationError(f"{what}: {redact_url(self.url)} answered {last}{hint}") from None
