@@ -5,6 +5,8 @@
 
 type_mapping.json is a flat lookup `{id: {"answer_type", "closed_type" (closed only), "dataset", <native category>}}`;
 categories.json holds the counts per dataset and category (kept apart so the mapping holds nothing but ids).
+The three are written as one set, with `set.manifest.json` (their sha256): every reader (data_process.io) refuses a
+set that a kill left half-replaced, naming the files, instead of pairing a new test.json with an old mapping.
 Native categories: VQA-RAD `question_type` (canonical, combinations joined with ", "), SLAKE `content_type`,
 VQA-Med 2019 `category`; other datasets pass their `question_type` when they have one.
 
@@ -31,7 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .convert_common import normalize_answer, strip_image_tags, yes_no
-from .io import DataError, read_records, write_json
+from .io import DataError, read_records, write_json_set
 from .schema import record_problems
 
 NATIVE_KEY = {"vqa_rad": "question_type", "slake": "content_type", "vqa_med2019": "category"}
@@ -146,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no record of split {args.split!r} in {args.inputs}", file=sys.stderr)
         return 2
     out = Path(args.out_dir)
-    write_json(out / args.out_name, records)
-    write_json(out / "type_mapping.json", mapping)
-    write_json(out / "categories.json", summary)
+    # one set: a reader never pairs a new test.json with an old type_mapping.json (io.write_json_set)
+    write_json_set(out, {args.out_name: records, "type_mapping.json": mapping, "categories.json": summary})
     print(f"{len(records)} records of split {args.split} -> {out / args.out_name}")
     print(f"answer_type {summary['answer_type']}; closed_type {summary['closed_type']}")
     for ds, c in summary["datasets"].items():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import json
 import os
 import tempfile
@@ -29,22 +31,29 @@ class BadLine:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike) -> Iterator[TextIO]:
-    """A text file that appears at `path` complete or not at all (temp file, fsync, rename); streams any size."""
-    path = Path(path)
+def _staged(path: Path) -> Iterator[tuple[TextIO, str]]:
+    """(file, temp path) beside `path`: written, fsynced and made 0644 on exit; removed if the body raises."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
+            yield f, tmp
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[TextIO]:
+    """A text file that appears at `path` complete or not at all (temp file, fsync, rename); streams any size."""
+    path = Path(path)
+    with _staged(path) as (f, tmp):
+        yield f
+    os.replace(tmp, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -78,10 +87,68 @@ def write_json_list(path: str | os.PathLike, rows: Iterable[Any]) -> int:
     return n
 
 
+# ------------------------------------------------------------------------------------------------ file sets
+SET_MANIFEST = "set.manifest.json"
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json_set(out_dir: str | os.PathLike, objects: dict[str, Any]) -> None:
+    """JSON files that belong together (data_trans' test.json + type_mapping.json + categories.json), so that no
+    reader ever takes a mix of two runs: each is staged as a temp file, then `set.manifest.json` (their sha256) is
+    written, then they are renamed into place. A kill before the manifest leaves the old set untouched; after it, a
+    file that is not the new one fails the check every reader makes (check_set). Temp files of killed writes of
+    these names are removed first."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in [*objects, SET_MANIFEST]:
+        for left in out.glob(f".{glob.escape(name)}.*.tmp"):
+            left.unlink(missing_ok=True)
+    staged: dict[str, str] = {}
+    try:
+        for name, obj in objects.items():
+            with _staged(out / name) as (f, tmp):
+                f.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+            staged[name] = tmp
+        write_json(out / SET_MANIFEST, {"written_together": {n: _sha256(t) for n, t in staged.items()}})
+    except BaseException:
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for name, tmp in staged.items():
+        os.replace(tmp, out / name)
+
+
+def check_set(path: str | os.PathLike) -> None:
+    """DataError when `path` is listed in a set.manifest.json beside it and any file of that set does not match it."""
+    path = Path(path)
+    manifest = path.parent / SET_MANIFEST
+    if path.name == SET_MANIFEST or not manifest.is_file():
+        return
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))["written_together"]
+        if path.name not in listed:
+            return
+        bad = [n for n, h in listed.items() if not (path.parent / n).is_file() or _sha256(path.parent / n) != h]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(f"{manifest}: malformed set manifest; rerun the step that wrote {path.parent}") from None
+    if bad:
+        raise DataError(f"{path}: {', '.join(bad)} in {path.parent} not the file(s) {SET_MANIFEST} lists (a write "
+                        f"of this set was interrupted, or a file was changed after): rerun the step that wrote it "
+                        f"(data_trans)")
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
+    check_set(path)
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -170,6 +237,7 @@ def read_records(path: str | os.PathLike, bad_lines: str = "raise") -> list:
     """Records from a .json list or a .jsonl file (bad_lines: see iter_jsonl)."""
     path = Path(path)
     if path.suffix == ".jsonl":
+        check_set(path)
         return list(iter_jsonl(path, bad_lines))
     data = read_json(path)
     if not isinstance(data, list):
@@ -179,4 +247,5 @@ def read_records(path: str | os.PathLike, bad_lines: str = "raise") -> list:
 
 def iter_records(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[Any]:
     """Records one at a time from a .jsonl file or a .json list, in bounded memory (see iter_jsonl, iter_json_list)."""
+    check_set(path)
     return iter_jsonl(path, bad_lines) if Path(path).suffix == ".jsonl" else iter_json_list(path)
