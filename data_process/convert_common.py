@@ -28,6 +28,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from medvl import answers
+from medvl.answers import infer_answer_type, is_choice_answer  # noqa: F401  (converters import them from here)
+
 from .io import BadLine, DataError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
 from .schema import IMAGE_TAG, make_record
 
@@ -122,36 +125,14 @@ class IdRegistry:
 
 # --------------------------------------------------------------------------------------------------------- text
 
-_YES = {"yes", "y", "true", "是", "是的", "对", "有", "存在", "包含", "包括"}
-_NO = {"no", "n", "false", "否", "不是", "不", "没有", "无", "不存在", "不包含", "不包括"}
-
-
 def clean_text(value: Any) -> str:
     """Short QA text: collapse runs of whitespace (tabs and double spaces occur inside released questions)."""
     return " ".join(str(value).split()) if value is not None else ""
 
 
-def normalize_answer(answer: Any) -> str:
-    """Lower case, outer punctuation and whitespace removed: the form yes/no and term matching compare."""
-    return clean_text(answer).lower().strip(" .!?;:,'\"")
-
-
 def yes_no(answer: Any) -> str | None:
-    """'yes' / 'no' when the answer means exactly that (English or the Chinese forms SLAKE uses), else None."""
-    a = normalize_answer(answer)
-    return "yes" if a in _YES else "no" if a in _NO else None
-
-
-def is_choice_answer(question: str, answer: str) -> bool:
-    """A question offering options ("... X or Y?") whose answer is one of the words of the question."""
-    q, a = normalize_answer(question), normalize_answer(answer)
-    return bool(a) and " or " in f" {q} " and re.search(rf"(?<!\w){re.escape(a)}(?!\w)", q) is not None
-
-
-def infer_answer_type(question: str, answer: str, choice_is_closed: bool = True) -> str:
-    if yes_no(answer) is not None or (choice_is_closed and is_choice_answer(question, answer)):
-        return "closed"
-    return "open"
+    """'yes' / 'no' by the project's one answer rule (medvl.answers.yes_no; English and SLAKE's Chinese forms)."""
+    return answers.yes_no(clean_text(answer))
 
 
 # --------------------------------------------------------------------------------------------------------- splits

@@ -10,38 +10,29 @@ set that a kill left half-replaced, naming the files, instead of pairing a new t
 Native categories: VQA-RAD `question_type` (canonical, combinations joined with ", "), SLAKE `content_type`,
 VQA-Med 2019 `category`; other datasets pass their `question_type` when they have one.
 
-Rules of `categorize` (first match wins; the reference answer is the last answer turn, the question the first human
-turn without image tags):
-- answer_type: meta.answer_type when it is "closed"/"open", else closed iff the answer is yes/no.
-- closed_type, closed questions only:
-  1. yes_no    the reference answer normalises to yes/no (case, outer punctuation; SLAKE's Chinese 是/不是/包含/...).
-  2. modality  the native category says modality (VQA-RAD MODALITY, SLAKE Modality, VQA-Med modality), or the question
-               asks for it ("modality", "what kind/type of scan|image|imaging", "imaging technique|method", "weighted"),
-               or the answer is an imaging technique (CT, MRI/MR, X-ray, ultrasound, PET, T1/T2/FLAIR, angiogram...).
-  3. position  the native category says position (VQA-RAD POS, SLAKE Position), or the question asks where / left /
-               right / which side / location / position.
-  4. general   everything else (choice questions about size, plane, organ, sex, ...).
+Rules of `categorize` (the reference answer is the last answer turn, the question the first human turn without image
+tags):
+- answer_type: meta.answer_type when it is "closed"/"open", else closed iff the answer is yes/no (medvl.answers.yes_no).
+- closed_type, closed questions only: medvl.categories.closed_type (yes_no, modality, position, general; its docstring
+  holds the rules), the one rule evaluation uses as well.
 """
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
-from .convert_common import normalize_answer, strip_image_tags, yes_no
+from medvl.answers import yes_no
+from medvl.categories import closed_type
+
+from .convert_common import strip_image_tags
 from .io import DataError, read_records, write_json_set
 from .schema import record_problems
 
 NATIVE_KEY = {"vqa_rad": "question_type", "slake": "content_type", "vqa_med2019": "category"}
-_MODALITY_Q = re.compile(r"\bmodalit(y|ies)\b|\b(kind|type|form) of (scan|image|imaging)\b|"
-                         r"\bimaging (technique|method|modality)\b|\bweight(ed|ing)\b|\bwhat scan\b")
-_MODALITY_A = re.compile(r"^(ct|cta|mri?|mra|x-?ray|xr|radiograph\w*|plain film|us|ultrasound|us-d|doppler|pet|"
-                         r"pet-ct|t1|t2|flair|dwi|adc|angiogra\w*|mammogra\w*|fluoroscop\w*|nuclear medicine)\b")
-_POSITION_Q = re.compile(r"\bwhere\b|\bleft\b|\bright\b|\bwhich side\b|\blocat(ion|ed)\b|\bposition\b")
 
 
 def _native_tags(meta: dict) -> set[str]:
@@ -59,17 +50,6 @@ def _qa(record: dict) -> tuple[str, str]:
     question = next((t["value"] for t in turns if t.get("from") == "human"), "")
     answer = next((t["value"] for t in reversed(turns) if t.get("from") == "gpt"), "")
     return strip_image_tags(question)[0], answer
-
-
-def closed_type(question: str, answer: str, native: set[str]) -> str:
-    if yes_no(answer) is not None:
-        return "yes_no"
-    q, a = normalize_answer(question), normalize_answer(answer)
-    if "modality" in native or _MODALITY_Q.search(q) or _MODALITY_A.match(a):
-        return "modality"
-    if native & {"pos", "position"} or _POSITION_Q.search(q):
-        return "position"
-    return "general"
 
 
 def categorize(record: dict) -> dict:

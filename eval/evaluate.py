@@ -60,6 +60,7 @@ from eval.metrics import COCO_METRICS, DEFAULT_METRICS, TEXT_METRICS, closed, gr
 from eval.metrics.errors import MetricUnavailable
 from eval.metrics.normalize import yes_no
 from eval.metrics.text import average
+from medvl.categories import closed_type  # the rule type_mapping.json was written with
 
 CLOSED_TYPES = ("yes_no", "modality", "position", "general")
 BASE_CATEGORIES = ("overall", "closed", *(f"closed/{t}" for t in CLOSED_TYPES), "open", "caption", "grounding")
@@ -173,8 +174,6 @@ def _sample_info(row: dict, mapping: dict[str, dict], issues: Counter) -> dict:
         raise DataError(f"id {row['id']!r}: no answer_type ('closed'/'open') in type_mapping.json or the prediction row")
     ctype = entry.get("closed_type") if answer_type == "closed" else None
     if answer_type == "closed" and ctype not in CLOSED_TYPES:
-        from data_process.data_trans import closed_type  # same rules as type_mapping.json
-
         ctype = closed_type(row.get("question") or "", row["reference"], set())
         issues["closed_type_inferred"] += 1
     native = {k: v for k, v in entry.items() if k in NATIVE_FIELDS and isinstance(v, (str, int, float))}

@@ -1,0 +1,46 @@
+"""The one question-categorisation rule: which closed_type a closed question has (data_process.data_trans writes
+it into type_mapping.json; eval falls back to it for an id missing there).
+
+`closed_type(question, answer, native)`, first match wins; question and answer are compared in the form of
+`medvl.answers.normalize_answer` (lowercase, punctuation as spaces, so "X-ray" reads "x ray"); `native` is the
+set of the dataset's own lower-case category labels:
+  1. yes_no    `medvl.answers.yes_no(answer)` is not None.
+  2. modality  the native category says modality, or the question asks for it ("modality", "what kind/type of
+               scan|image|imaging", "imaging technique|method", "weighted", "what scan"), or the answer is an
+               imaging technique (CT, MRI/MR, X-ray, ultrasound, PET, T1/T2/FLAIR, angiogram...).
+  3. position  the native category says position (VQA-RAD POS, SLAKE Position), or the question asks where /
+               which side / location / position, or it names a side (left, right): in a choice question
+               ("... X or Y?") only when the options are sides ("left or right", "the left kidney or the
+               right"), because a choice between named structures that happens to name a side ("Which is
+               smaller, liver or right kidney?") asks about the structures, not a position.
+  4. general   everything else (choice questions about size, plane, organ, sex, ...).
+"""
+from __future__ import annotations
+
+import re
+
+from .answers import normalize_answer, yes_no
+
+CLOSED_TYPES = ("yes_no", "modality", "position", "general")
+_MODALITY_Q = re.compile(r"\bmodalit(y|ies)\b|\b(kind|type|form) of (scan|image|imaging)\b|"
+                         r"\bimaging (technique|method|modality)\b|\bweight(ed|ing)\b|\bwhat scan\b")
+_MODALITY_A = re.compile(r"^(ct|cta|mri?|mra|x ?ray|xr|radiograph\w*|plain film|us|ultrasound|us d|doppler|pet|"
+                         r"pet ct|t1|t2|flair|dwi|adc|angiogra\w*|mammogra\w*|fluoroscop\w*|nuclear medicine)\b")
+_POSITION_Q = re.compile(r"\bwhere\b|\bwhich side\b|\blocat(ion|ed)\b|\bposition\b")
+_SIDE = re.compile(r"\b(left|right)\b")
+# options that are sides: "left or right", "right side or left", "left kidney or the right (kidney)"
+_SIDE_CHOICE = re.compile(r"\b(left|right)( \w+)? or (the )?(left|right)\b")
+
+
+def closed_type(question: str, answer: str, native: set[str]) -> str:
+    """closed_type of a closed question (rules in the module docstring)."""
+    if yes_no(answer) is not None:
+        return "yes_no"
+    q, a = normalize_answer(question, keep_articles=True), normalize_answer(answer)
+    if "modality" in native or _MODALITY_Q.search(q) or _MODALITY_A.match(a):
+        return "modality"
+    choice = " or " in f" {q} "
+    if (native & {"pos", "position"} or _POSITION_Q.search(q)
+            or (_SIDE_CHOICE.search(q) if choice else _SIDE.search(q))):
+        return "position"
+    return "general"
