@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 
 import torch
@@ -113,9 +114,14 @@ class VLTrainer(Trainer):
     # -- loss -----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The padded path is HF's. Packed rows get their per-sample mRoPE ids and no mask; with `chunked_loss` the
-        LM head runs only on labelled positions, a chunk at a time; with a vision cache the ViT runs once per image."""
+        LM head runs only on labelled positions, a chunk at a time; with a vision cache the ViT runs once per image.
+        Every path goes through the parent's compute_loss, so its scaling (num_items_in_batch, devices, GA) applies
+        to all of them alike."""
         if not (is_packed(inputs) or self.chunked_loss):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.chunked_loss and (self.label_smoother is not None or self.compute_loss_func is not None):
+            raise ValueError("--chunked_loss computes plain token NLL: it cannot be combined with "
+                             "--label_smoothing_factor or a custom compute_loss_func")
         base = self._base_model(model)
         inputs = dict(inputs)
         packed = is_packed(inputs)
@@ -124,34 +130,9 @@ class VLTrainer(Trainer):
             inputs["attention_mask"] = None
         if self.vision_cache is not None and "pixel_values" in inputs:
             inputs = self.vision_cache.embed(base.model, inputs)
-        ctx = packed_forward() if packed else contextlib.nullcontext()
-        if not self.chunked_loss:
-            with ctx:
-                outputs = model(**inputs)
-            return (outputs.loss, outputs) if return_outputs else outputs.loss
-        labels = inputs.pop("labels")
-        head = base.get_output_embeddings()
-        # The forward goes through the (DDP / DeepSpeed) wrapper; the LM head, frozen, runs after it on the
-        # labelled positions only. `logits_to_keep` with the head swapped for Identity returns those hidden states.
-        keep = (labels[0, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)[0] if labels.shape[0] == 1 else None
-        with ctx, _head_as_identity(base):
-            if keep is not None:
-                hidden = model(**inputs, logits_to_keep=keep).logits[0]
-                y = labels[0, 1:].index_select(0, keep)
-            else:
-                hidden, y = labelled_positions(model(**inputs).logits, labels)
-        nll = chunked_nll_sum(hidden, y, head, self.loss_chunk)
-        loss = self._normalise(nll, y.numel(), num_items_in_batch)
-        return (loss, {"loss": loss}) if return_outputs else loss
-
-    def _normalise(self, nll_sum, n_tokens: int, num_items_in_batch):
-        """Mean NLL exactly as the parent's loss would be scaled (per micro-batch, or over the accumulated batch)."""
-        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-            loss = nll_sum / num_items_in_batch
-            if self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
-            return loss
-        return nll_sum / max(n_tokens, 1)
+        forward = functools.partial(_chunked_loss_forward, model, base, self.loss_chunk) if self.chunked_loss else model
+        with packed_forward() if packed else contextlib.nullcontext():
+            return super().compute_loss(forward, inputs, return_outputs, num_items_in_batch)
 
     def _base_model(self, model):
         """The transformers model under DDP / DeepSpeed / PEFT wrappers (LoRA layers live inside it)."""
@@ -167,6 +148,22 @@ class VLTrainer(Trainer):
             prefix = kwargs.get("metric_key_prefix", "eval")
             output.metrics.update({f"{prefix}_{k}": v for k, v in self.validator.run(self.model, self.args).items()})
         return output
+
+
+def _chunked_loss_forward(model, base, loss_chunk: int, labels, num_items_in_batch=None, **inputs) -> dict:
+    """A model forward whose loss follows transformers' loss-kwargs contract, as the model's own loss does:
+    Σ NLL / num_items_in_batch when the Trainer passes it, else the mean over this micro-batch's labelled tokens.
+    The forward goes through the (DDP / DeepSpeed) wrapper; the LM head, frozen, runs after it on the labelled
+    positions only. `logits_to_keep` with the head swapped for Identity returns those hidden states."""
+    keep = (labels[0, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)[0] if labels.shape[0] == 1 else None
+    with _head_as_identity(base):
+        if keep is not None:
+            hidden = model(**inputs, logits_to_keep=keep).logits[0]
+            y = labels[0, 1:].index_select(0, keep)
+        else:
+            hidden, y = labelled_positions(model(**inputs).logits, labels)
+    nll = chunked_nll_sum(hidden, y, base.get_output_embeddings(), loss_chunk)
+    return {"loss": nll / (num_items_in_batch if num_items_in_batch is not None else max(y.numel(), 1))}
 
 
 def _embeddings_in_32bit_state(model) -> None:
