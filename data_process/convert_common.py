@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from medvl import answers
 from medvl.answers import infer_answer_type, is_choice_answer  # noqa: F401  (converters import them from here)
+from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
 
 from .io import BadLine, DataError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
 from .schema import IMAGE_TAG, make_record
@@ -178,38 +179,45 @@ class ImageResolver:
     A dataset file names its images; a name that leaves the root (`../../etc/x`, an absolute path elsewhere) is
     refused unless allow_outside_root: a downloaded annotation file must not make us read arbitrary files."""
 
-    def __init__(self, root: str | os.PathLike | None, allow_outside_root: bool = False):
+    def __init__(self, root: str | os.PathLike | None, allow_outside_root: bool = False,
+                 max_image_bytes: int | None = None):
         self.root = Path(root).resolve() if root is not None else None
         if self.root is not None and not self.root.is_dir():
             raise DataError(f"image root {root}: not a directory")
-        # the root as given and as resolved: either prefix counts as inside (the root may sit behind a symlink)
-        self._roots = {os.path.abspath(root), str(self.root)} if root is not None else set()
-        self.allow_outside_root = allow_outside_root
-        self._exists: dict[str, bool] = {}
+        self.allow_outside_root, self.max_image_bytes = allow_outside_root, max_image_bytes
+        self._file_problem: dict[str, str | None] = {}
 
     def path(self, name: str) -> str:
-        p = Path(name)
-        if not p.is_absolute():
-            if self.root is None:
+        """The resolved path (symlinks followed): what is written is where the file really is, so later stages
+        judge the same file."""
+        if self.root is None:
+            if not os.path.isabs(name):
                 raise DataError(f"relative image path {name!r} needs --image_root")
-            p = self.root / p
-        return os.path.normpath(p)
+            return os.path.realpath(name)
+        return str(resolve_inside(self.root, name, allow_outside=True))
 
-    def exists(self, path: str) -> bool:
-        if path not in self._exists:
-            if len(self._exists) >= 100_000:  # bounded: one stat per path among the recent ones is enough
-                self._exists.clear()
-            self._exists[path] = os.path.isfile(path)
-        return self._exists[path]
-
-    def inside_root(self, path: str) -> bool:
-        return any(os.path.commonpath([r, path]) == r for r in self._roots)
+    def _file(self, path: str) -> str | None:
+        if path not in self._file_problem:
+            if len(self._file_problem) >= 100_000:  # bounded: one stat per path among the recent ones is enough
+                self._file_problem.clear()
+            problem = None if os.path.isfile(path) else "image_not_found"
+            try:  # by size, before anything opens it (a huge sparse file with an image header is slow to refuse)
+                if problem is None:
+                    check_file_size(path, self.max_image_bytes)
+            except FileTooLarge as e:
+                problem = e.reason
+            self._file_problem[path] = problem
+        return self._file_problem[path]
 
     def problem(self, path: str) -> str | None:
-        """The rejection reason of a resolved image path (image_outside_root | image_not_found), None when usable."""
-        if self._roots and not self.allow_outside_root and not self.inside_root(path):
-            return "image_outside_root"
-        return None if self.exists(path) else "image_not_found"
+        """The rejection reason of a resolved image path (image_outside_root | image_not_found |
+        image_file_too_large), None when usable."""
+        if self.root is not None:
+            try:
+                resolve_inside(self.root, path, self.allow_outside_root)
+            except OutsideRoot as e:
+                return e.reason
+        return self._file(path)
 
 
 _EXT = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "TIFF": ".tif", "WEBP": ".webp"}

@@ -18,6 +18,8 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from medvl.paths import MAX_IMAGE_BYTES
+
 from .io import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
 from .schema import record_problems
 
@@ -108,6 +110,8 @@ def main(argv=None):
     p.add_argument("--truncation", default="reject", choices=["reject", "text_tail"])
     p.add_argument("--allow_outside_root", action="store_true",
                    help="accept relative image paths that leave --image_root (../..); refused by default")
+    p.add_argument("--max_image_bytes", type=int, default=MAX_IMAGE_BYTES,
+                   help="an image file larger than this is rejected (image_file_too_large) before it is opened")
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
     if not a.schema_only and not a.model:
@@ -119,7 +123,7 @@ def main(argv=None):
 
         processor = load_processor(a.model, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
                                    image_root=a.image_root, truncation=a.truncation,
-                                   allow_outside_root=a.allow_outside_root)
+                                   allow_outside_root=a.allow_outside_root, max_image_bytes=a.max_image_bytes)
     rep = ValidationReport()
     records = tqdm(iter_records(a.data, bad_lines="yield"), desc="validate", disable=a.no_progress, mininterval=2)
     try:

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from data_process.io import DataError, atomic_write_text, read_json, read_records
 from data_process.schema import image_list
+from medvl.paths import OUTSIDE_ROOT, OutsideRoot, resolve_inside
 
 # matplotlib's default colour cycle: a model has the same colour in the plots and in the gallery
 MODEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -106,6 +107,15 @@ def _pred_path(result: dict, metrics_json: Path | None) -> Path:
     return alt if alt.exists() else p
 
 
+def _size(value) -> tuple[float, float] | None:
+    """(w, h) when value is two positive numbers; None otherwise (a [0, 0] size scales nothing: no box drawn)."""
+    try:
+        w, h = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return (w, h) if w > 0 and h > 0 else None
+
+
 def _scale_box(xyxy, from_size, to_size) -> list[float]:
     if not from_size or list(from_size) == list(to_size):
         return [float(v) for v in xyxy]
@@ -125,14 +135,23 @@ def thumbnail(path: str, sample_id: str, max_side: int) -> tuple[str, tuple[int,
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), size
 
 
+def image_file(name: str, image_root: str | None, allow_outside_root: bool = False) -> str:
+    """The file a record's image names, by the rule validation and training use (train.preprocess.image_path):
+    a relative name resolves under image_root or raises OutsideRoot; an absolute one is taken as written."""
+    if os.path.isabs(name) or not image_root:
+        return name
+    return str(resolve_inside(image_root, name, allow_outside_root))
+
+
 def gallery_samples(results: Mapping[str, dict], records: Sequence[dict], *, metrics_json: Path | None = None,
-                    image_root: str | None = None, max_samples: int | None = 1000, seed: int = 0,
-                    thumb_side: int = 224, progress: bool = True) -> tuple[list[dict], list[str], dict]:
+                    image_root: str | None = None, allow_outside_root: bool = False, max_samples: int | None = 1000,
+                    seed: int = 0, thumb_side: int = 224, progress: bool = True) -> tuple[list[dict], list[str], dict]:
     """(samples, images as data URIs, info) for the gallery.
 
     Every id that any model answered, in test_data order; above max_samples a seeded random subset (stated in the
-    page). An image that cannot be read or an id missing from test_data is shown as such on its card and counted
-    in info (never dropped silently)."""
+    page). An image that cannot be read, one outside the image root (never embedded: the page is meant to be
+    sent), or an id missing from test_data is shown as such on its card and counted in info (never dropped
+    silently)."""
     from eval.evaluate import load_predictions, resolve_family
     from train.models import parse_boxes
 
@@ -160,12 +179,14 @@ def gallery_samples(results: Mapping[str, dict], records: Sequence[dict], *, met
         paths = image_list(rec) if rec else []
         img, size = None, None
         if paths:
-            p = paths[0] if os.path.isabs(paths[0]) or not image_root else os.path.join(image_root, paths[0])
+            p = paths[0]
             if p not in image_index:
                 try:
-                    uri, size = thumbnail(p, sid, thumb_side)
+                    uri, size = thumbnail(image_file(p, image_root, allow_outside_root), sid, thumb_side)
                     image_index[p] = (len(images), size)
                     images.append(uri)
+                except OutsideRoot as e:
+                    image_index[p] = (None, f"{e.reason}: {e}")
                 except Exception as e:  # SampleError names the sample and the reason; shown on the card
                     image_index[p] = (None, str(e))
             idx, size = image_index[p]
@@ -173,20 +194,25 @@ def gallery_samples(results: Mapping[str, dict], records: Sequence[dict], *, met
                 info["unreadable_images"][sid] = size
                 size = None
             img = idx
-        size = size or any_row.get("image_size")
+        size = _size(size or any_row.get("image_size"))
         ref_boxes = []
         if size:
             for b in meta.get("boxes") or any_row.get("ref_boxes") or []:
                 if isinstance(b, dict) and len(b.get("xyxy") or []) == 4:
-                    ref_boxes.append({"label": b.get("label"), "xyxy": _scale_box(b["xyxy"], b.get("image_size"), size)})
+                    from_size = _size(b.get("image_size")) if b.get("image_size") is not None else size
+                    if from_size:
+                        ref_boxes.append({"label": b.get("label"), "xyxy": _scale_box(b["xyxy"], from_size, size)})
+                    else:
+                        info["boxes_not_parsed"].append(f"reference:{sid}")
         answers = []
         for k, m in enumerate(models):
             row = rows[m].get(sid)
             ok, detail = verdict(scores[m].get(sid)) if row else (None, "no prediction")
             boxes = []
-            if row and size and families[m] is not None and row.get("image_size") and row.get("input_size"):
-                for label, xyxy in parse_boxes(families[m], row["prediction"], row["image_size"], row["input_size"]):
-                    boxes.append({"label": label, "xyxy": _scale_box(xyxy, row["image_size"], size)})
+            row_size, input_size = (_size(row.get("image_size")), _size(row.get("input_size"))) if row else (None, None)
+            if row and size and families[m] is not None and row_size and input_size:
+                for label, xyxy in parse_boxes(families[m], row["prediction"], row_size, input_size):
+                    boxes.append({"label": label, "xyxy": _scale_box(xyxy, row_size, size)})
             elif row and any_row.get("task") == "grounding":
                 info["boxes_not_parsed"].append(f"{m}:{sid}")
             answers.append({"model": m, "colour": MODEL_COLOURS[k % len(MODEL_COLOURS)],
@@ -241,7 +267,7 @@ def _svg_boxes(sample: dict) -> str:
             shapes.append(f'<rect class="pred" data-model="{_e(a["model"])}" x="{x1:.1f}" y="{y1:.1f}" '
                           f'width="{max(x2 - x1, 0):.1f}" height="{max(y2 - y1, 0):.1f}" stroke="{a["colour"]}" '
                           f'stroke-width="{stroke:.2f}"><title>{_e(a["model"])} {_e(b["label"] or "")}</title></rect>')
-    return f'<svg viewBox="0 0 {w} {h}" preserveAspectRatio="none">{"".join(shapes)}</svg>'
+    return f'<svg viewBox="0 0 {w:g} {h:g}" preserveAspectRatio="none">{"".join(shapes)}</svg>'
 
 
 def _card(sample: dict) -> str:
@@ -249,7 +275,8 @@ def _card(sample: dict) -> str:
     if sample["image"] is not None:
         pic = f'<img data-im="{sample["image"]}" alt="image of {_e(sample["id"])}">'
     elif sample["image_error"]:
-        pic = f'<div class="noimg">image not readable: {_e(sample["image_error"])}</div>'
+        what = "image not shown" if sample["image_error"].startswith(OUTSIDE_ROOT) else "image not readable"
+        pic = f'<div class="noimg">{what}: {_e(sample["image_error"])}</div>'
     elif not sample["in_test_data"]:
         pic = '<div class="noimg">id not in the test data: no image</div>'
     else:
@@ -361,10 +388,11 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
         issues.append(f"{len(info['missing_from_test_data'])} predicted id(s) are not in the test data (no image): "
                       f"{', '.join(info['missing_from_test_data'][:10])}")
     if info["unreadable_images"]:
-        issues.append(f"{len(info['unreadable_images'])} sample(s) whose image could not be read (reason on the card)")
+        issues.append(f"{len(info['unreadable_images'])} sample(s) whose image could not be read or was refused "
+                      "(reason on the card)")
     if info["boxes_not_parsed"]:
-        issues.append(f"{len(info['boxes_not_parsed'])} grounding answer(s) whose boxes were not drawn (no model "
-                      "family in run_info.json, or no image/input size)")
+        issues.append(f"{len(info['boxes_not_parsed'])} grounding answer(s) or reference box set(s) not drawn (no "
+                      "model family in run_info.json, or no valid image/input size)")
     shown = (f"{len(samples)} of {info['n_answered']} answered samples"
              + (f" (a seeded random subset: max {info['max_samples']}, seed {info['seed']})"
                 if len(samples) < info["n_answered"] else ""))
@@ -412,7 +440,8 @@ brackets, the paired test against the base in the last row.</p><div class="tbls"
 
 
 def write_report(results: Mapping[str, dict], comparisons: dict | None, out_path: str | os.PathLike, *,
-                 test_data: str | os.PathLike, runs=None, image_root: str | None = None, max_samples: int | None = 1000,
+                 test_data: str | os.PathLike, runs=None, image_root: str | None = None,
+                 allow_outside_root: bool = False, max_samples: int | None = 1000,
                  seed: int = 0, thumb_side: int = 224, metrics_json: Path | None = None, progress: bool = True,
                  plots: list | None = None) -> Path:
     """Render and atomically write the report; returns its path.
@@ -430,6 +459,7 @@ def write_report(results: Mapping[str, dict], comparisons: dict | None, out_path
         runs = runs_from_results(results)
     records = read_records(test_data)
     samples, images, info = gallery_samples(results, records, metrics_json=metrics_json, image_root=image_root,
+                                            allow_outside_root=allow_outside_root,
                                             max_samples=max_samples, seed=seed, thumb_side=thumb_side,
                                             progress=progress)
     if plots is None:
@@ -454,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="training output folders (run_summary.json / TensorBoard events); default: the evaluated "
                         "adapters' folders")
     p.add_argument("--image_root", default=None, help="folder that relative image paths in --test_data start from")
+    p.add_argument("--allow_outside_root", action="store_true",
+                   help="embed images whose relative path resolves outside --image_root (refused by default, as in "
+                        "validation: the page is meant to be sent)")
     p.add_argument("--max_samples", type=int, default=1000, help="gallery size; above it a seeded random subset")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -465,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"{a.metrics}: not an evaluation_metrics.json (no 'results')")
         runs = find_runs(a.runs) if a.runs else None
         out = write_report(data["results"], data.get("comparisons") or {}, a.out or a.metrics.parent / "report.html",
-                           test_data=a.test_data, runs=runs, image_root=a.image_root, max_samples=a.max_samples,
+                           test_data=a.test_data, runs=runs, image_root=a.image_root,
+                           allow_outside_root=a.allow_outside_root, max_samples=a.max_samples,
                            seed=a.seed, metrics_json=a.metrics)
     except ValueError as e:  # DataError: bad input, named
         print(f"error: {e}", file=sys.stderr)

@@ -230,3 +230,25 @@ def test_browser_check_catches_errors(tmp_path, capsys):
     blank.write_text("<!doctype html><html><body></body></html>")
     assert main([str(blank), "--out", str(tmp_path / "blank.png"), "--height", "400"]) == 1
     assert "0.0% non-background pixels" in capsys.readouterr().out
+
+
+def test_zero_image_size_draws_no_box_and_says_so(tmp_path):
+    """image_size [0, 0] (in a prediction row, its input size, or a reference box) scales nothing: the card is
+    made without boxes and the count is in info, instead of a ZeroDivisionError that stops the whole report."""
+    from eval.report import _card, gallery_samples
+
+    pred = tmp_path / "m" / "predictions.jsonl"
+    pred.parent.mkdir()
+    box = "<|box_start|>(100,100),(300,500)<|box_end|>"
+    rows = [{"id": "z1", "prediction": box, "reference": "lesion", "task": "grounding", "image_size": [0, 0],
+             "input_size": [0, 0], "ref_boxes": [{"label": "lesion", "xyxy": [1, 1, 5, 5], "image_size": [0, 0]}]},
+            {"id": "z2", "prediction": box, "reference": "lesion", "task": "grounding", "image_size": [200, 100],
+             "input_size": [0, 0], "ref_boxes": [{"label": "lesion", "xyxy": [1, 1, 5, 5], "image_size": [0, 0]}]}]
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = {"m": {"pred_path": str(pred), "run_info": {"family": "qwen2_vl"}, "categories": {}}}
+    samples, images, info = gallery_samples(results, [], progress=False)
+    assert [s["id"] for s in samples] == ["z1", "z2"] and images == []
+    assert all(s["ref_boxes"] == [] and s["answers"][0]["boxes"] == [] for s in samples)
+    assert samples[0]["size"] is None and samples[1]["size"] == (200, 100)
+    assert sorted(info["boxes_not_parsed"]) == ["m:z1", "m:z2", "reference:z2"]
+    assert all("<rect" not in _card(s) for s in samples)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from data_process.schema import IMAGE_TAG, REGION_TAG, image_list
+from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
 from .models import ModelFamily, box_to_text
 
 IGNORE_INDEX = -100
@@ -27,8 +28,12 @@ class SampleError(ValueError):
         super().__init__(f"sample {sample_id!r}: {reason}" + (f" ({detail})" if detail else ""))
 
 
-def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels: int | None = None):
+def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels: int | None = None,
+               max_image_bytes: int | None = None):
     """Open an image as RGB. Grayscale, 16-bit, CMYK, palette and alpha images are converted, not rejected.
+
+    A file over max_image_bytes (default medvl.paths.MAX_IMAGE_BYTES) is rejected as image_file_too_large from its
+    size, before it is opened.
 
     An image over max_image_pixels (default: PIL's MAX_IMAGE_PIXELS, the size PIL calls a possible decompression
     bomb) is rejected as image_too_large from its header, before any pixel is decoded. PIL itself only warns up
@@ -39,6 +44,10 @@ def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels:
     p = Path(path)
     if not p.is_file():
         raise SampleError(sample_id, "missing_image", str(p))
+    try:
+        check_file_size(p, max_image_bytes)
+    except FileTooLarge as e:
+        raise SampleError(sample_id, e.reason, str(e)) from None
     try:
         with Image.open(p) as im:
             if im.width * im.height > limit:
@@ -83,12 +92,12 @@ class VLProcessor:
 
     def __init__(self, tokenizer, image_processor, family: ModelFamily, max_len: int = 2048,
                  system_prompt: Any = DEFAULT_SYSTEM, image_root: str | None = None, truncation: str = "reject",
-                 allow_outside_root: bool = False):
+                 allow_outside_root: bool = False, max_image_bytes: int | None = None):
         if truncation not in ("reject", "text_tail"):
             raise ValueError("truncation must be 'reject' or 'text_tail'")
         self.tokenizer, self.image_processor, self.family = tokenizer, image_processor, family
         self.max_len, self.system_prompt, self.image_root, self.truncation = max_len, system_prompt, image_root, truncation
-        self.allow_outside_root = allow_outside_root
+        self.allow_outside_root, self.max_image_bytes = allow_outside_root, max_image_bytes
         self.image_token = "<|image_pad|>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
         self.merge = int(getattr(image_processor, "merge_size", 2))
@@ -101,17 +110,17 @@ class VLProcessor:
     def image_path(self, p: str, sample_id: Any = None) -> str:
         """A relative path is joined to image_root and must stay under it (`../../x` is refused unless
         allow_outside_root): a record must not make training read arbitrary files. Absolute paths are taken as
-        written (converters write absolute paths)."""
+        written (converters write them resolved, after the same check: medvl.paths)."""
         if os.path.isabs(p) or not self.image_root:
             return p
-        full = os.path.normpath(os.path.join(self.image_root, p))
-        root = os.path.abspath(self.image_root)
-        if not self.allow_outside_root and os.path.commonpath([root, os.path.abspath(full)]) != root:
-            raise SampleError(sample_id, "image_outside_root", f"{p!r} leaves the image root {self.image_root}")
-        return full
+        try:  # resolved, symlinks followed: a link under the root that points elsewhere is outside
+            return str(resolve_inside(self.image_root, p, self.allow_outside_root))
+        except OutsideRoot as e:
+            raise SampleError(sample_id, e.reason, str(e)) from None
 
     def process_images(self, rec: dict):
-        images = [load_image(self.image_path(p, rec.get("id")), rec.get("id")) for p in image_list(rec)]
+        images = [load_image(self.image_path(p, rec.get("id")), rec.get("id"), max_image_bytes=self.max_image_bytes)
+                  for p in image_list(rec)]
         if not images:
             return None, None, [], []
         try:
