@@ -2,19 +2,25 @@
 
 Greedy by default (reproducible; no sampling temperature), left padding, the same image resizing and chat template
 as training, a real system turn. Appends as it goes and resumes: a rerun skips ids already written, and a line
-cut by a kill is dropped and redone. A record that cannot be generated for (malformed, repeated id, unreadable image,
-a broken .jsonl line) is listed with its reason under `failed` in run_info.json:
+cut by a kill is dropped and redone. A rerun with other settings (weights, decoding, pixel budget, prompt, dtype:
+the fingerprint in run_info.json) is refused rather than mixed in (--overwrite starts fresh), and one process at a
+time writes into a model's folder (eval/output_dir.py). A prompt longer than the model's context length less
+max_new_tokens (or --max_len) is a per-record failure (over_length). A record that cannot be generated for
+(malformed, repeated id, unreadable image, too long, a broken .jsonl line) is listed with its reason under `failed`
+in run_info.json:
 n_records = skipped_already_done + generated + len(failed).
 
     python -m eval.generate --test_data test.json --out_dir result/predictions \
         --model base=Qwen/Qwen2-VL-2B-Instruct --model stage2=Qwen/Qwen2-VL-2B-Instruct+out/stage1+out/stage2 \
         [--prompt_mode default|custom --system_prompt_file prompt.txt] [--batch_size 16] [--max_new_tokens 64]
+        [--min_pixels N --max_pixels N] [--max_len N] [--overwrite]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,7 +32,9 @@ from data_process.io import BadLine, read_records, write_json
 from data_process.schema import record_problems
 from train.preprocess import DEFAULT_SYSTEM
 from train.validation import generate_batch
-from .model_spec import ModelSpec, add_model_arguments, load_spec_with_encoders
+from .model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_processor, load_spec_with_encoders,
+                         prompt_limit, system_prompt_from_args)
+from .output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
 from .prompt_batches import EncoderPool, PromptBatch, prompt_batches
 
 
@@ -111,22 +119,32 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
                        max_new_tokens: int = 64, system_prompt=DEFAULT_SYSTEM, prompt_mode: str = "default",
                        dtype="auto", device: str | None = None, min_pixels=None, max_pixels=None,
                        sort_by_length: bool = True, progress: bool = True, num_workers: int | None = None,
-                       compile_vision: bool = False) -> Path:
+                       compile_vision: bool = False, max_len: int | None = None, overwrite: bool = False) -> Path:
     out = out_dir / spec.name
-    out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out)  # before reading the folder: a second writer would duplicate or cut what this one writes
+    if overwrite:
+        clear_outputs(out)
     pred_path = out / "predictions.jsonl"
+    limit, limit_from = prompt_limit(spec, max_len, reserve=max_new_tokens)
+    made_with = {}
+
+    def same_settings_or_refuse(processor):
+        made_with.update(fingerprint(spec, processor, system_prompt, dtype),
+                         decoding={"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens})
+        check_folder(out, made_with)
+
+    pool, (model, processor, family) = load_spec_with_encoders(
+        spec, num_workers, dtype=dtype, device=device, compile_vision=compile_vision, min_pixels=min_pixels,
+        max_pixels=max_pixels, system_prompt=system_prompt, max_len=limit, before_load=same_settings_or_refuse)
     done = completed_ids(pred_path)
     n_records = len(records)
     records, rejected = screen_records(records)
     todo = [r for r in records if str(r["id"]) not in done]
-    pool, (model, processor, family) = load_spec_with_encoders(
-        spec, num_workers, dtype=dtype, device=device, compile_vision=compile_vision, min_pixels=min_pixels,
-        max_pixels=max_pixels, system_prompt=system_prompt, max_len=10 ** 9)
     info = {"model": spec.name, "checkpoint": spec.checkpoint, "adapters": list(spec.adapters), "family": family.name,
-            "decoding": {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
-            "prompt_mode": prompt_mode, "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,
+            "decoding": made_with["decoding"], "prompt_mode": prompt_mode, "system_prompt": made_with["system_prompt"],
+            "pixel_budget": made_with["pixel_budget"], "max_len": limit, "max_len_from": limit_from,
             "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
-            "vision": getattr(model, "vision_speed", None),
+            "vision": getattr(model, "vision_speed", None), "fingerprint": made_with,
             "n_records": n_records, "already_done": len(done), "skipped_already_done": len(records) - len(todo)}
     write_json(out / "run_info.json", info)
     failed = dict(rejected)
@@ -154,29 +172,45 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
     return pred_path
 
 
+def budget_warning(specs: list[ModelSpec], min_pixels=None, max_pixels=None) -> str | None:
+    """A loud note when the models would see images at different pixel budgets (each checkpoint / adapter saves
+    its own): their scores are then not comparable on image detail alone."""
+    from train.loader import pixel_budget
+
+    budgets = {s.name: pixel_budget(load_spec_processor(s, min_pixels=min_pixels, max_pixels=max_pixels)[0]
+                                    .image_processor) for s in specs}
+    if len(set(budgets.values())) <= 1:
+        return None
+    each = ", ".join(f"{n} {lo}-{hi}" for n, (lo, hi) in budgets.items())
+    return (f"WARNING: the models are evaluated at different pixel budgets (min-max pixels: {each}). To use one "
+            f"budget for all, pass --min_pixels/--max_pixels (run_eval.sh: MIN_PIXELS=... MAX_PIXELS=...).")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--max_new_tokens", type=int, default=64)
-    p.add_argument("--prompt_mode", choices=["default", "custom"], default="default",
-                   help="default: the model's own system prompt; custom: --system_prompt_file")
-    p.add_argument("--system_prompt_file", default=None)
-    p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
-    p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
-    system = DEFAULT_SYSTEM
-    if a.prompt_mode == "custom":
-        if not a.system_prompt_file:
-            p.error("--prompt_mode custom needs --system_prompt_file")
-        system = Path(a.system_prompt_file).read_text().strip()
-    records = read_records(a.test_data, bad_lines="yield")[: a.limit]
-    for text in a.model:
-        spec = ModelSpec.parse(text)
-        path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,
-                                  a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels,
-                                  num_workers=a.num_workers, compile_vision=a.compile_vision)
-        print(f"[{spec.name}] predictions: {path}")
+    system = system_prompt_from_args(p, a)
+    specs = [ModelSpec.parse(text) for text in a.model]
+    try:
+        for spec in specs:  # all at once: a second process on any of these folders stops now, not hours later
+            lock_folder(Path(a.out_dir) / spec.name)
+        warning = budget_warning(specs, a.min_pixels, a.max_pixels)
+        if warning:
+            print(warning, file=sys.stderr)
+        records = read_records(a.test_data, bad_lines="yield")[: a.limit]
+        for spec in specs:
+            path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,
+                                      a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels,
+                                      num_workers=a.num_workers, compile_vision=a.compile_vision, max_len=a.max_len,
+                                      overwrite=a.overwrite)
+            print(f"[{spec.name}] predictions: {path}")
+    except (OutputInUse, SettingsChanged) as e:
+        sys.exit(f"eval.generate: {e}")
+    if warning:  # again at the end: the first one has scrolled away by now
+        print(warning, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -77,17 +77,71 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
 
 
 def load_spec_with_encoders(spec: ModelSpec, num_workers: int | None = None, dtype="auto", device: str | None = None,
-                            compile_vision: bool = False, **processor_kw):
+                            compile_vision: bool = False, before_load=None, **processor_kw):
     """(EncoderPool, (model, processor, family)): the encoding workers start first, since they fork fast from a
-    process that holds no weights yet (eval/prompt_batches.py), then the model loads."""
+    process that holds no weights yet (eval/prompt_batches.py), then the model loads. `before_load(processor)` runs
+    before either (a check that may refuse the run costs no model load)."""
     from .prompt_batches import EncoderPool
 
-    pool = EncoderPool(load_spec_processor(spec, **processor_kw)[0], num_workers)
+    processor = load_spec_processor(spec, **processor_kw)[0]
+    if before_load is not None:
+        before_load(processor)
+    pool = EncoderPool(processor, num_workers)
     try:
         return pool, load_spec(spec, dtype=dtype, device=device, compile_vision=compile_vision, **processor_kw)
     except BaseException:
         pool.close()
         raise
+
+
+def context_length(checkpoint: str) -> int:
+    """The model's context length in tokens (`max_position_embeddings` of its text config)."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(checkpoint)
+    for c in (getattr(cfg, "text_config", None), cfg):
+        if getattr(c, "max_position_embeddings", None):
+            return int(c.max_position_embeddings)
+    raise ValueError(f"{checkpoint}: its config has no max_position_embeddings; pass --max_len")
+
+
+def prompt_limit(spec: ModelSpec, max_len: int | None, reserve: int = 0) -> tuple[int, str]:
+    """(longest encoding allowed, where that number comes from): --max_len, else the context length less
+    `reserve` (the tokens generation will add). A longer record is a named per-record failure (over_length)."""
+    if max_len is not None:
+        return max_len, "--max_len"
+    n = context_length(spec.checkpoint)
+    if n - reserve <= 0:
+        raise ValueError(f"{spec.name}: context length {n} leaves no room for {reserve} new tokens")
+    return n - reserve, f"max_position_embeddings {n}" + (f" - max_new_tokens {reserve}" if reserve else "")
+
+
+def fingerprint(spec: ModelSpec, processor, system_prompt, dtype) -> dict:
+    """What a spec's outputs depend on besides the records: weights, pixel budget, prompt, dtype (compared on
+    reruns by eval/output_dir.py; generation adds its decoding settings)."""
+    import hashlib
+
+    from train.loader import pixel_budget
+    from train.preprocess import DEFAULT_SYSTEM
+    from .output_dir import weights_identity
+
+    lo, hi = pixel_budget(processor.image_processor)
+    template = processor.tokenizer.chat_template or ""
+    return {"checkpoint": weights_identity(spec.checkpoint), "adapters": [weights_identity(a) for a in spec.adapters],
+            "pixel_budget": {"min_pixels": lo, "max_pixels": hi},
+            "system_prompt": None if system_prompt is DEFAULT_SYSTEM else system_prompt,
+            "chat_template_sha256": hashlib.sha256(template.encode()).hexdigest(), "dtype": str(dtype)}
+
+
+def system_prompt_from_args(parser, args):
+    """--prompt_mode default: the chat template's own system turn; custom: the text of --system_prompt_file."""
+    from train.preprocess import DEFAULT_SYSTEM
+
+    if args.prompt_mode != "custom":
+        return DEFAULT_SYSTEM
+    if not args.system_prompt_file:
+        parser.error("--prompt_mode custom needs --system_prompt_file")
+    return Path(args.system_prompt_file).read_text().strip()
 
 
 def add_model_arguments(p) -> None:
@@ -105,3 +159,14 @@ def add_model_arguments(p) -> None:
     p.add_argument("--compile_vision", action="store_true",
                    help="torch.compile the vision blocks (faster on GPU after a compile of tens of seconds; bf16 "
                         "rounding differs from eager, so answers may differ in rare near-ties)")
+    p.add_argument("--prompt_mode", choices=["default", "custom"], default="default",
+                   help="default: the model's own system prompt; custom: --system_prompt_file")
+    p.add_argument("--system_prompt_file", default=None)
+    p.add_argument("--min_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
+    p.add_argument("--max_pixels", type=int, default=None, help="default: the value the checkpoint/adapter saved")
+    p.add_argument("--max_len", type=int, default=None,
+                   help="longest prompt in tokens (default: the model's context length, less max_new_tokens when "
+                        "generating); a longer record is listed as failed (over_length) and the run goes on")
+    p.add_argument("--overwrite", action="store_true",
+                   help="remove this model's earlier predictions/perplexity first (a rerun with other settings is "
+                        "refused otherwise: outputs are never mixed)")

@@ -1,7 +1,13 @@
 """Corpus perplexity of the reference answers given the same prompt as generation.
 
 PPL = exp(sum of answer-token NLL / number of answer tokens), logits in fp32: never a mean of per-sample
-perplexities (one outlier dominates that) and never bf16 log-softmax.
+perplexities (one outlier dominates that) and never bf16 log-softmax. Answer tokens are the tokens of the reference
+answer text only: the end-of-turn token `<|im_end|>` that training also learns is not counted (it says when an
+answer stops, not what it says, and it would dilute the mean by one easy token per answer).
+
+Same folder rules as generation (eval/output_dir.py): one process at a time, a fingerprint stored in
+perplexity.json and compared with the folder's predictions (a mismatch is refused; --overwrite starts fresh), and
+a record longer than the model's context length (or --max_len) is a named failure (over_length).
 
     python -m eval.perplexity --model stage2=BASE+out/stage1+out/stage2 --test_data test.json \
         --out_dir result/predictions [--type_mapping type_mapping.json] [--batch_size 8]
@@ -10,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -18,15 +25,21 @@ from tqdm import tqdm
 from data_process.io import read_json, read_records, write_json
 from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX
 from .generate import screen_records, vision_dtype
-from .model_spec import ModelSpec, add_model_arguments, load_spec_with_encoders
+from .model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_with_encoders, prompt_limit,
+                         system_prompt_from_args)
+from .output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
+
+
+ANSWER_TOKENS_NOTE = "answer tokens only: the reference answer's text tokens, without the end-of-turn <|im_end|>"
 
 
 @torch.no_grad()
-def answer_nll(model, batch: dict) -> tuple[list[float], list[int]]:
-    """Per-sample (sum of NLL over label tokens, number of label tokens), computed in fp32."""
+def answer_nll(model, batch: dict, end_token_id: int) -> tuple[list[float], list[int]]:
+    """Per-sample (sum of NLL over answer tokens, number of answer tokens), computed in fp32. The labels mark the
+    answer and its closing `end_token_id`; that closing token is left out."""
     labels = batch.pop("labels")
     logits = model(**batch).logits[:, :-1].float()
-    target = labels[:, 1:]
+    target = labels[:, 1:].masked_fill(labels[:, 1:] == end_token_id, IGNORE_INDEX)
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
     mask = target != IGNORE_INDEX
     return (nll * mask).sum(1).double().tolist(), mask.sum(1).tolist()
@@ -55,11 +68,23 @@ def category_keys(entry: dict | None) -> list[str]:
 
 def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, type_mapping: dict | None = None,
                          batch_size: int = 8, dtype="auto", device: str | None = None, system_prompt=DEFAULT_SYSTEM,
-                         progress: bool = True, num_workers: int | None = None,
-                         compile_vision: bool = False) -> dict:
-    pool, (model, processor, _) = load_spec_with_encoders(spec, num_workers, dtype=dtype, device=device,
-                                                          compile_vision=compile_vision, system_prompt=system_prompt,
-                                                          max_len=10 ** 9)
+                         progress: bool = True, num_workers: int | None = None, compile_vision: bool = False,
+                         min_pixels=None, max_pixels=None, max_len: int | None = None, overwrite: bool = False) -> dict:
+    out = out_dir / spec.name
+    lock_folder(out)
+    if overwrite:
+        clear_outputs(out)
+    limit, limit_from = prompt_limit(spec, max_len)
+    made_with = {}
+
+    def same_settings_or_refuse(processor):
+        made_with.update(fingerprint(spec, processor, system_prompt, dtype))
+        check_folder(out, made_with)
+
+    pool, (model, processor, _) = load_spec_with_encoders(
+        spec, num_workers, dtype=dtype, device=device, compile_vision=compile_vision, system_prompt=system_prompt,
+        min_pixels=min_pixels, max_pixels=max_pixels, max_len=limit, before_load=same_settings_or_refuse)
+    end_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     dev = next(model.parameters()).device
     records, rejected = screen_records(records)  # malformed / repeated ids: named, as generation names them
     # box answers are scored by grounding metrics, not by the PPL of their text
@@ -73,7 +98,7 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
                                   pixel_dtype=vision_dtype(model)):
             failed.update(batch.failed)
             if batch.inputs is not None:
-                sums, counts = answer_nll(model, {k: v.to(dev) for k, v in batch.inputs.items()})
+                sums, counts = answer_nll(model, {k: v.to(dev) for k, v in batch.inputs.items()}, end_id)
                 for r, s, c in zip(batch.records, sums, counts):
                     per_sample[str(r["id"])] = {"nll_sum": s, "tokens": int(c)}
             bar.update(len(batch.records) + len(batch.failed))
@@ -81,7 +106,8 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
     ids = list(per_sample)
     result = {"model": spec.name, "overall": corpus_ppl([per_sample[i]["nll_sum"] for i in ids],
                                                         [per_sample[i]["tokens"] for i in ids]),
-              "by_category": {}, "failed": failed, "per_sample": per_sample}
+              "by_category": {}, "tokens_counted": ANSWER_TOKENS_NOTE, "max_len": limit, "max_len_from": limit_from,
+              "fingerprint": made_with, "failed": failed, "per_sample": per_sample}
     if type_mapping:
         groups: dict[str, list[str]] = {}
         for rid in ids:
@@ -89,8 +115,6 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
                 groups.setdefault(key, []).append(rid)
         result["by_category"] = {k: corpus_ppl([per_sample[i]["nll_sum"] for i in v], [per_sample[i]["tokens"] for i in v])
                                  for k, v in sorted(groups.items())}
-    out = out_dir / spec.name
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "perplexity.json", result)
     return result
 
@@ -100,13 +124,23 @@ def main(argv=None):
     add_model_arguments(p)
     p.add_argument("--type_mapping", default=None)
     a = p.parse_args(argv)
-    records = read_records(a.test_data, bad_lines="yield")
-    tm = read_json(a.type_mapping) if a.type_mapping else None
-    for text in a.model:
-        res = perplexity_for_model(ModelSpec.parse(text), records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device,
-                                   num_workers=a.num_workers, compile_vision=a.compile_vision)
-        o = res["overall"]
-        print(f"[{res['model']}] perplexity {o['ppl']:.3f} over {o['tokens']} answer tokens ({o['n']} answers)")
+    system = system_prompt_from_args(p, a)
+    specs = [ModelSpec.parse(text) for text in a.model]
+    try:
+        for spec in specs:  # all at once: a second process on any of these folders stops now
+            lock_folder(Path(a.out_dir) / spec.name)
+        records = read_records(a.test_data, bad_lines="yield")
+        tm = read_json(a.type_mapping) if a.type_mapping else None
+        for spec in specs:
+            res = perplexity_for_model(spec, records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device, system,
+                                       num_workers=a.num_workers, compile_vision=a.compile_vision,
+                                       min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
+                                       overwrite=a.overwrite)
+            o = res["overall"]
+            print(f"[{res['model']}] perplexity {o['ppl']:.3f} over {o['tokens']} answer tokens ({o['n']} answers; "
+                  f"<|im_end|> not counted)")
+    except (OutputInUse, SettingsChanged) as e:
+        sys.exit(f"eval.perplexity: {e}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Stage 1 -> verified merge -> Stage 2, shared by finetune_lora_single_gpu.sh and finetune_lora_mult_gpu.sh.
 # A stage whose output holds STAGE_DONE is skipped, so rerunning the same command resumes where it stopped
-# (a stage cut mid-way resumes from its last checkpoint through --resume).
+# (a stage cut mid-way resumes from its last checkpoint through --resume). Each stage records what it is made from
+# in <stage>/stage_args.txt (its arguments, sha256 of the files and base checkpoints they name); a rerun whose
+# arguments, data or base differ is refused, since skipping or resuming would mix them. REDO_CHANGED=1 moves the
+# changed stage (and what was made from it) aside to <stage>.replaced-<time> and trains it again.
 #
 # Environment (all optional except MODEL, STAGE1_DATA, TRAIN_DATA):
 #   MODEL          base checkpoint dir or hub id            STAGE1_DATA  caption/alignment records (Stage 1)
@@ -64,11 +67,57 @@ fi
 eval_args=()
 [ -n "${EVAL_DATA:-}" ] && eval_args+=(--eval_data "$EVAL_DATA" --eval_strategy steps --eval_steps "${EVAL_STEPS:-200}")
 
+stage_record() {  # out args...: what a stage is made from, one item a line: its arguments, then the content of
+  local out=$1 f g line=""; shift  # the files and checkpoints they name (its own output dir aside)
+  for f in "$@"; do  # an option and its values on one line
+    if [[ $f == --* ]] && [ -n "$line" ]; then echo "$line"; line=$f; else line="${line:+$line }$f"; fi
+  done
+  [ -n "$line" ] && echo "$line"
+  for f in "$@"; do
+    [ "$f" = "$out" ] && continue
+    [ -f "$f" ] && echo "sha256 $(sha256sum < "$f" | cut -d' ' -f1) $f"
+    [ -d "$f" ] || continue
+    for g in config.json merge_report.json stage_args.txt; do  # a base checkpoint, a merged or an earlier stage
+      [ -f "$f/$g" ] && echo "sha256 $(sha256sum < "$f/$g" | cut -d' ' -f1) $f/$g"
+    done
+    for g in "$f"/*.safetensors; do  # weights by size and time (a re-merge or retrain rewrites them)
+      [ -f "$g" ] && echo "weights $(stat -c '%s %Y' "$g") $g"
+    done
+  done
+  return 0
+}
+
+move_aside() {  # dir: keep an output made with other arguments, out of the way
+  [ -e "$1" ] || return 0
+  local aside; aside="$1.replaced-$(date +%Y%m%d-%H%M%S)"
+  mv "$1" "$aside" && echo "moved $1 aside to $aside"
+}
+
 run_stage() {  # stage model data out extra...
   local stage=$1 model=$2 data=$3 out=$4; shift 4
-  if [ -f "$out/STAGE_DONE" ]; then echo "stage $stage already done: $out"; return; fi
-  "${launch[@]}" --stage "$stage" --model_name_or_path "$model" --train_data "$data" --output_dir "$out" \
-    --report_to tensorboard --resume "${dist_args[@]}" ${COMMON_ARGS:-} "$@"
+  local args=(--stage "$stage" --model_name_or_path "$model" --train_data "$data" --output_dir "$out"
+              --report_to tensorboard --resume "${dist_args[@]}" ${COMMON_ARGS:-} "$@")
+  local want had
+  want=$(stage_record "$out" "${args[@]}")
+  if [ -f "$out/stage_args.txt" ] || [ -f "$out/STAGE_DONE" ]; then
+    had=$(cat "$out/stage_args.txt" 2>/dev/null || echo "(no record: made before stage_args.txt existed)")
+    if [ "$had" != "$want" ]; then
+      local what
+      what=$( (diff <(echo "$had") <(echo "$want") || true) | sed -n 's/^< /was: /p; s/^> /now: /p' | paste -sd';' - | sed 's/;/; /g')
+      if [ -z "${REDO_CHANGED:-}" ] || [ "$NNODES" -gt 1 ]; then
+        echo "stage $stage in $out was made with other arguments ($what): REDO_CHANGED=1 moves it aside and" \
+             "trains it again (one node only: with several, move it yourself), or use another OUTPUT_DIR" >&2
+        exit 1
+      fi
+      move_aside "$out"
+      [ "$stage" = 1 ] && move_aside "$OUTPUT_DIR/stage1_merged"  # merged from the old Stage 1
+    elif [ -f "$out/STAGE_DONE" ]; then
+      echo "stage $stage already done: $out"; return
+    fi
+  fi
+  mkdir -p "$out"
+  printf '%s\n' "$want" > "$out/stage_args.txt.$NODE_RANK.$$" && mv "$out/stage_args.txt.$NODE_RANK.$$" "$out/stage_args.txt"
+  "${launch[@]}" "${args[@]}"
 }
 
 stage2_base=$MODEL

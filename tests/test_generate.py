@@ -61,27 +61,33 @@ def test_kill_halfway_then_rerun_gives_each_id_once(tiny_models, tmp_path):
     assert info["waited_for_encoding_s"] >= 0 and info["vision"]["compiled"] is False
 
 
-def test_corpus_perplexity_is_fp32_token_weighted(tiny_models, tmp_path):
+def test_corpus_perplexity_is_fp32_token_weighted_over_answer_tokens_only(tiny_models, tmp_path):
+    """#16.8: PPL = exp(mean NLL over exactly the reference answer's tokens), recomputed here from the prompt's ids
+    followed by the answer text's ids: the end-of-turn <|im_end|> is not an answer token."""
     from train.collator import VLCollator
+    from train.preprocess import Encoded
     from eval.model_spec import load_spec
 
-    recs = _mixed_records(tmp_path, n=5)
+    recs = _mixed_records(tmp_path, n=5) + [qa_record("text_only", None, "Is pneumonia contagious?", "no")]
     recs[1]["conversations"][-1]["value"] = "a much longer reference answer with many tokens in it"
     spec = ModelSpec.parse(f"m={tiny_models['qwen2_vl']}")
     tm = {r["id"]: {"answer_type": "closed", "closed_type": "yes_no"} for r in recs}
     res = perplexity_for_model(spec, recs, tmp_path / "out", tm, batch_size=3, dtype="float32", progress=False)
-    # reference: the model's own mean loss per sample, one at a time, token-weighted
     model, proc, _ = load_spec(spec, dtype="float32")
     nll, tok = 0.0, 0
     for r in recs:
-        enc = proc.encode(r)
+        prompt = proc.encode(r, train=False)
+        answer = proc.tokenizer(r["conversations"][-1]["value"], add_special_tokens=False)["input_ids"]
+        enc = Encoded(prompt.input_ids + answer, None, prompt.pixel_values, prompt.image_grid_thw)
         batch = VLCollator(proc.pad_token_id, proc.image_token_id)([enc])
         with torch.no_grad():
-            loss = model(**batch).loss.item()
-        n = sum(1 for l in enc.labels[1:] if l != -100)
-        nll, tok = nll + loss * n, tok + n
+            logp = torch.log_softmax(model(**batch).logits[0].double(), -1)
+        start = len(prompt.input_ids)
+        nll -= sum(logp[start + i - 1, t].item() for i, t in enumerate(answer))
+        tok += len(answer)
     assert res["overall"]["tokens"] == tok
     assert math.isclose(res["overall"]["ppl"], math.exp(nll / tok), rel_tol=1e-4)
+    assert "<|im_end|>" in res["tokens_counted"]
     mean_of_ppl = sum(math.exp(v["nll_sum"] / v["tokens"]) for v in res["per_sample"].values()) / len(recs)
     assert not math.isclose(res["overall"]["ppl"], mean_of_ppl, rel_tol=1e-3)  # not the outlier-driven mean
     assert res["by_category"]["closed/yes_no"]["tokens"] == tok
