@@ -17,6 +17,10 @@ run_summary.json), or of the folders given with --runs.
 The first model is the base that the paired tests compare the others with: give the order with --models,
 else the model directories are taken alphabetically with one named "base" first.
 
+Every model must answer every id of type_mapping.json (the test set): a model whose predictions lack ids (listed
+as failed in run_info.json, or missing, e.g. a file cut short) stops the run naming it with its counts;
+--allow_partial scores every model on the ids all of them answered and names the short model in the notes.
+
 A metric that cannot be computed (no Java for METEOR/BLEU/CIDEr, a BERTScore model that does not load) stops
 the run with the reason; --allow_missing_metrics writes the tables anyway and shows the reason in place of
 the number. It is never reported as 0.
@@ -72,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tuned value, or the last layer of a local model)")
     p.add_argument("--allow_missing_metrics", action="store_true",
                    help="record a metric that cannot be computed with its reason instead of stopping")
+    p.add_argument("--allow_partial", action="store_true",
+                   help="score models whose predictions lack test ids (failed or missing; named with their counts "
+                        "in the notes); every model is then scored on the ids all of them answered. Default: refuse")
     p.add_argument("--no_plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--html", action="store_true", help="also write <out_dir>/report.html (needs --test_data)")
     p.add_argument("--test_data", type=Path, default=None,
@@ -101,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"models (first = base): {', '.join(paths)}", file=sys.stderr)
         results = evaluate_models(paths, args.type_mapping, default_family=args.family,
                                   bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers,
-                                  allow_missing=args.allow_missing_metrics, n_boot=args.n_boot, seed=args.seed)
+                                  allow_missing=args.allow_missing_metrics, allow_partial=args.allow_partial,
+                                  n_boot=args.n_boot, seed=args.seed)
         runs = find_runs(args.runs) if args.runs else None
     except ValueError as e:  # DataError (bad input, named sample) or an unknown --family
         print(f"error: {e}", file=sys.stderr)

@@ -15,7 +15,10 @@ Categories (a category with zero samples is left out):
   open                 open-ended questions
   caption              task "caption" (text metrics)
   grounding            task "grounding" (box metrics, see below)
-  dataset/<name>       per dataset, when more than one dataset is present
+  region_classification, region_caption
+                       the region tasks (a box in the question, a label/caption as answer; data_process/
+                       grounding_sft.py, med_grit.py): text metrics, part of grounding work, never in overall
+  dataset/<name>       per dataset (VQA and captions), when more than one dataset is present
   native/<field>/<v>   the dataset's own category (VQA-RAD question_type, SLAKE content_type, ...), VQA only
 answer_type / closed_type / native fields come from type_mapping.json (data_process/data_trans.py); an id
 missing there falls back to the prediction row's answer_type and data_trans' closed_type rules, and is counted
@@ -39,10 +42,16 @@ tokenized subset; METEOR runs in one JVM per model (or one for all models, see `
 compute_score is called per category (the jar's EVAL is stateless: same numbers as a fresh JVM).
 
 Grounding: boxes are parsed with the model family's own format (family from run_info.json unless given),
-converted to pixels of the original image (train.models.parse_boxes), and compared with the first reference
-box. The first predicted box is the answer; an unparsable or degenerate box counts as missing. Reported: box
-rate, mean IoU counting a missing box as 0 (headline), mean IoU over boxed samples only (biased, labelled),
-IoU > 0.5 rate, centre inclusion rate, centre point error (boxed samples only).
+converted to pixels of the original image (train.models.parse_boxes), and compared with the best-matching
+reference box (highest IoU over the sample's reference boxes, eval.metrics.grounding.best_reference). The first
+predicted box is the answer; an unparsable or degenerate box counts as missing. Reported: box rate, mean IoU
+counting a missing box as 0 (headline), mean IoU over boxed samples only (biased, labelled), IoU > 0.5 rate,
+centre inclusion rate, position match (samples whose label names a side or level), centre point error (boxed
+samples only).
+
+Coverage (eval/coverage.py): the test set is the type mapping's ids. Predictions that lack some of them (failed
+in run_info.json, or missing) raise PartialCoverage naming the model and its counts; allow_partial=True scores
+them, and evaluate_models then scores every model on the ids all of them answered.
 """
 from __future__ import annotations
 
@@ -56,6 +65,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from tqdm import tqdm
 
 from data_process.io import DataError, iter_jsonl, read_json
+from eval import coverage
 from eval.metrics import COCO_METRICS, DEFAULT_METRICS, TEXT_METRICS, closed, grounding, nlg, stats
 from eval.metrics.errors import MetricUnavailable
 from eval.metrics.normalize import yes_no
@@ -63,12 +73,18 @@ from eval.metrics.text import average
 from medvl.categories import closed_type  # the rule type_mapping.json was written with
 
 CLOSED_TYPES = ("yes_no", "modality", "position", "general")
-BASE_CATEGORIES = ("overall", "closed", *(f"closed/{t}" for t in CLOSED_TYPES), "open", "caption", "grounding")
+# Region tasks (data_process/grounding_sft.py, med_grit.py) are grounding work: own categories, never in overall.
+REGION_TASKS = ("region_classification", "region_caption")
+BASE_CATEGORIES = ("overall", "closed", *(f"closed/{t}" for t in CLOSED_TYPES), "open", "caption", "grounding",
+                   *REGION_TASKS)
 PER_SAMPLE_TEXT = tuple(m for m in DEFAULT_METRICS if m in TEXT_METRICS)  # the registry's default set
 BLEU = tuple(m for m in COCO_METRICS if m.startswith("bleu"))
 YES_NO = ("yes_no_precision", "yes_no_recall", "yes_no_f1")
 GROUNDING = ("box_rate", "mean_iou", "mean_iou_boxed_only", "iou_gt_0_5_rate", "centre_inclusion_rate",
-             "mean_centre_point_error_px_boxed_only")
+             "position_match_rate", "mean_centre_point_error_px_boxed_only")
+# Datasets whose left/right words name the image side as displayed (data_process/synth.py says so); every other
+# dataset's labels ("left kidney") name the patient's side, shown on the viewer's right (radiological convention).
+VIEWER_SIDE_DATASETS = ("synth",)
 HEADLINE = ("closed_accuracy", "exact_match", "word_f1", "rouge_l", "bertscore_f1", "mean_iou")
 # The native category fields data_process/data_trans.py writes (VQA-RAD question_type, SLAKE content_type,
 # VQA-Med category; other datasets question_type). Other fields are not categories.
@@ -105,12 +121,16 @@ METRIC_INFO: dict[str, tuple[str, bool, str]] = {
     "cider": ("CIDEr", True, "pycocoevalcap CIDEr-D (x10 scale); idf from the category's own references"),
     "bertscore_f1": ("BERTScore F1", True, "bert-score F1, mean over samples (model: see notes)"),
     "box_rate": ("box rate", True, "share of grounding samples with a parsable predicted box"),
-    "mean_iou": ("mean IoU (missing box = 0)", True, "IoU of the first predicted box with the reference box, "
-                 "a missing box counted as 0"),
+    "mean_iou": ("mean IoU (missing box = 0)", True, "IoU of the first predicted box with the best-matching "
+                 "reference box (highest IoU over the sample's reference boxes), a missing box counted as 0"),
     "mean_iou_boxed_only": ("mean IoU (boxed samples only)", True, "mean IoU over samples that produced a box; "
                             "biased upwards (silence is free), read with box rate"),
     "iou_gt_0_5_rate": ("IoU > 0.5 rate", True, "share of samples with IoU > 0.5 (missing box = miss)"),
     "centre_inclusion_rate": ("centre inclusion", True, "share whose predicted box centre lies in the reference box"),
+    "position_match_rate": ("position match", True, "share of samples whose reference label names a side or level "
+                            "(left/right, upper/lower, centre) where the predicted box lies there by image thirds "
+                            "(eval.metrics.grounding.position_match; missing box = miss); left/right are the "
+                            "patient's side except for the viewer-side datasets named in the notes"),
     "mean_centre_point_error_px_boxed_only": ("centre error px (boxed only)", False, "mean distance in pixels of "
                                               "the original image between box centres, boxed samples only"),
 }
@@ -150,6 +170,19 @@ def read_run_info(pred_path: str | os.PathLike) -> dict | None:
     return read_json(p) if p.exists() else None
 
 
+def pixel_budget_of(run_info: dict | None) -> dict | None:
+    """{"min_pixels", "max_pixels", "source"}: the range the model's images were resized into, from run_info.json
+    (the generation fingerprint, else the image processor's size); None when run_info does not say."""
+    ri = run_info or {}
+    for source, d, lo, hi in (("fingerprint.pixel_budget", (ri.get("fingerprint") or {}).get("pixel_budget"),
+                               "min_pixels", "max_pixels"),
+                              ("image_processor.size", (ri.get("image_processor") or {}).get("size"),
+                               "shortest_edge", "longest_edge")):
+        if isinstance(d, Mapping) and d.get(lo) and d.get(hi):
+            return {"min_pixels": int(d[lo]), "max_pixels": int(d[hi]), "source": f"run_info.json {source}"}
+    return None
+
+
 def resolve_family(family, run_info: dict | None, pred_path):
     """ModelFamily from an explicit name/object, else run_info.json's "family"; None when neither says."""
     from train.models import ModelFamily, get_family
@@ -186,17 +219,17 @@ def assign_categories(text_rows: list[dict], mapping: dict[str, dict]) -> tuple[
     issues: Counter = Counter()
     infos = [_sample_info(r, mapping, issues) for r in text_rows]
     cats: dict[str, list[int]] = {}
-    datasets = {i["dataset"] for i in infos}
+    datasets = {i["dataset"] for r, i in zip(text_rows, infos) if r["task"] not in REGION_TASKS}
     for k, (row, info) in enumerate(zip(text_rows, infos)):
         names = []
-        if row["task"] == "caption":
-            names.append("caption")
-        else:
+        if row["task"] == "vqa":
             names += ["overall", info["answer_type"]]
             if info["closed_type"]:
                 names.append(f"closed/{info['closed_type']}")
             names += [f"native/{f}/{v}" for f, v in sorted(info["native"].items())]
-        if len(datasets) > 1:
+        else:  # caption, region tasks, ...: each task its own category, never in overall
+            names.append(row["task"])
+        if len(datasets) > 1 and row["task"] not in REGION_TASKS:  # region tasks belong to grounding
             names.append(f"dataset/{info['dataset']}")
         for n in names:
             cats.setdefault(n, []).append(k)
@@ -377,7 +410,35 @@ def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, se
     return out, bert_info
 
 
-def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pred_path) -> dict:
+def _ref_box(r: dict, ref: dict, size, pred_path, issues: Counter) -> list[float]:
+    """One reference box of a grounding row in pixels of the row's image_size."""
+    xyxy = [float(v) for v in ref.get("xyxy") or []]
+    if len(xyxy) != 4 or xyxy[2] < xyxy[0] or xyxy[3] < xyxy[1]:
+        raise DataError(f"{pred_path}: grounding id {r['id']!r}: reference box {ref.get('xyxy')!r} is not "
+                        "[x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
+    rsize = ref.get("image_size") or size
+    if list(rsize) != list(size):  # reference stored for another size of the same image: rescale
+        sx, sy = size[0] / rsize[0], size[1] / rsize[1]
+        xyxy = [xyxy[0] * sx, xyxy[1] * sy, xyxy[2] * sx, xyxy[3] * sy]
+        issues["ref_box_rescaled"] += 1
+    return xyxy
+
+
+def _position_match(rows: list[dict], preds: list, mapping: dict[str, dict]) -> dict:
+    """position_match per sample, each with its dataset's lateral convention (VIEWER_SIDE_DATASETS)."""
+    per_sample = []
+    for r, box in zip(rows, preds):
+        dataset = (mapping.get(r["id"]) or {}).get("dataset") or r.get("dataset")
+        lateral = "viewer" if dataset in VIEWER_SIDE_DATASETS else "patient"
+        per_sample += grounding.position_match([box], [r["image_size"]], [r["reference"] or ""],
+                                               lateral=lateral)["per_sample"]
+    applicable = [x for x in per_sample if x is not None]
+    return {"per_sample": per_sample, "n_applicable": len(applicable),
+            "rate": sum(applicable) / len(applicable) if applicable else None}
+
+
+def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pred_path,
+                        mapping: dict[str, dict]) -> dict:
     from train.models import parse_boxes
 
     if family is None:
@@ -388,18 +449,7 @@ def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pre
         size, insize = r.get("image_size"), r.get("input_size")
         if not size or not insize or not r.get("ref_boxes"):
             raise DataError(f"{pred_path}: grounding id {r['id']!r} lacks image_size, input_size or ref_boxes")
-        ref = r["ref_boxes"][0]
-        xyxy = [float(v) for v in ref.get("xyxy") or []]
-        if len(xyxy) != 4 or xyxy[2] < xyxy[0] or xyxy[3] < xyxy[1]:
-            raise DataError(f"{pred_path}: grounding id {r['id']!r}: reference box {ref.get('xyxy')!r} is not "
-                            "[x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
-        rsize = ref.get("image_size") or size
-        if list(rsize) != list(size):  # reference stored for another size of the same image: rescale
-            sx, sy = size[0] / rsize[0], size[1] / rsize[1]
-            xyxy = [xyxy[0] * sx, xyxy[1] * sy, xyxy[2] * sx, xyxy[3] * sy]
-            issues["ref_box_rescaled"] += 1
-        if len(r["ref_boxes"]) > 1:
-            issues["several_ref_boxes_first_used"] += 1
+        candidates = [_ref_box(r, ref, size, pred_path, issues) for ref in r["ref_boxes"]]
         boxes = parse_boxes(family, r["prediction"], size, insize)
         box = boxes[0][1] if boxes else None
         if box is not None and not (box[2] >= box[0] and box[3] >= box[1]):
@@ -407,8 +457,10 @@ def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pre
             box = None
         if len(boxes) > 1:
             issues["several_pred_boxes_first_used"] += 1
+        if len(candidates) > 1:
+            issues["several_ref_boxes_best_match_used"] += 1
         preds.append(box)
-        refs.append(xyxy)
+        refs.append(candidates[grounding.best_reference(box, candidates)])
     g = grounding.grounding_scores(preds, refs)
     ps = g["per_sample"]
     mets = {
@@ -419,6 +471,13 @@ def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pre
     }
     mets["mean_iou"]["ci"] = stats.bootstrap_ci(ps["iou"], n_resamples=n_boot, seed=seed)
     na = {}
+    pos = _position_match(rows, preds, mapping)
+    if pos["n_applicable"]:  # per_sample None where the label names no side or level
+        mets["position_match_rate"] = {"score": pos["rate"], "per_sample": pos["per_sample"],
+                                       "note": f"over the {pos['n_applicable']} of {g['n']} samples whose reference "
+                                               "names a side or level"}
+    else:
+        na["position_match_rate"] = "no reference label names a side or level (left/right, upper/lower, centre)"
     if g["n_boxed"]:  # per_sample stays aligned with ids: None where no box was produced
         note = f"over the {g['n_boxed']} of {g['n']} samples with a box"
         mets["mean_iou_boxed_only"] = {"score": g["mean_iou_boxed_only"], "note": note,
@@ -434,8 +493,12 @@ def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pre
 
 def evaluate_predictions(pred_path: str | os.PathLike, type_mapping, family=None, *, bertscore_model: str | None = None,
                          bertscore_layers: int | None = None, allow_missing: bool = False, n_boot: int = 1000,
-                         seed: int = 0, session: CocoSession | None = None, model_name: str | None = None) -> dict:
+                         seed: int = 0, session: CocoSession | None = None, model_name: str | None = None,
+                         allow_partial: bool = False, only_ids: set[str] | None = None) -> dict:
     """All metrics of one predictions.jsonl, per category (see the module docstring).
+
+    Predictions that cover less than the type mapping's ids raise PartialCoverage unless allow_partial;
+    only_ids scores just those ids (evaluate_models: the ids every model answered).
 
     type_mapping: path to type_mapping.json, or its dict. family: registry name / ModelFamily / None (read
     run_info.json). session: a shared CocoSession (one METEOR JVM for several models); None opens and closes one.
@@ -448,6 +511,16 @@ def evaluate_predictions(pred_path: str | os.PathLike, type_mapping, family=None
     run_info = read_run_info(pred_path)
     fam = resolve_family(family, run_info, pred_path)
     mapping = load_type_mapping(type_mapping)
+    name = model_name or pred_path.parent.name
+    cov = coverage.coverage((r["id"] for r in rows), mapping, run_info)
+    coverage.check({name: cov}, allow_partial)
+    n_predictions = len(rows)
+    if only_ids is not None:
+        rows = [r for r in rows if r["id"] in only_ids]
+        if not rows:
+            raise DataError(f"{pred_path}: none of its ids is among the ids every model answered")
+        if cov:
+            cov["n_compared"] = len(rows)
     text_rows = [r for r in rows if r["task"] != "grounding"]
     ground_rows = [r for r in rows if r["task"] == "grounding"]
     for r in text_rows:
@@ -470,36 +543,46 @@ def evaluate_predictions(pred_path: str | os.PathLike, type_mapping, family=None
         if own:
             session.close()
     if ground_rows:
-        categories["grounding"] = _grounding_category(ground_rows, fam, n_boot=n_boot, seed=seed, pred_path=pred_path)
+        categories["grounding"] = _grounding_category(ground_rows, fam, n_boot=n_boot, seed=seed, pred_path=pred_path,
+                                                      mapping=mapping)
     text_metric_names = set(PER_SAMPLE_TEXT) | set(COCO_METRICS) | {"bertscore_f1"}
     for cat, res in categories.items():
         res["unavailable"] = {m: why for m, why in col.unavailable.items() if cat != "grounding" and m in text_metric_names}
     ppl_path = pred_path.parent / "perplexity.json"
     return {
-        "model": model_name or pred_path.parent.name, "pred_path": str(pred_path),
-        "family": fam.name if fam else None, "run_info": run_info, "n_predictions": len(rows),
+        "model": name, "pred_path": str(pred_path), "coverage": cov, "pixel_budget": pixel_budget_of(run_info),
+        "family": fam.name if fam else None, "run_info": run_info, "n_predictions": n_predictions,
         "n_text": len(text_rows), "n_grounding": len(ground_rows),
         "categories": dict(sorted(categories.items(), key=lambda kv: category_order(kv[0]))),
         "unavailable": dict(col.unavailable), "bertscore": bert_info,
         "bertscore_requested": {"model": bertscore_model, "num_layers": bertscore_layers} if bertscore_model else None,
         "perplexity": read_json(ppl_path) if ppl_path.exists() else None,
         "data_issues": dict(issues),
-        "settings": {"n_boot": n_boot, "seed": seed, "confidence": 0.95, "allow_missing": allow_missing},
+        "settings": {"n_boot": n_boot, "seed": seed, "confidence": 0.95, "allow_missing": allow_missing,
+                     "allow_partial": allow_partial},
     }
 
 
-def evaluate_models(pred_paths: Mapping[str, str | os.PathLike], type_mapping, *, default_family=None, **kw) -> dict:
+def evaluate_models(pred_paths: Mapping[str, str | os.PathLike], type_mapping, *, default_family=None,
+                    allow_partial: bool = False, **kw) -> dict:
     """{model: evaluate_predictions(...)} in the given order, sharing one METEOR JVM across models.
 
     default_family is used only for a model whose run_info.json names no family (it never overrides one).
+    Coverage is checked for every model before any is scored. With allow_partial, models whose ids differ are
+    all scored on the ids every one of them answered (result["coverage"]["n_compared"]).
     """
     mapping = load_type_mapping(type_mapping)
+    ids = {name: {r["id"] for r in load_predictions(path)} for name, path in pred_paths.items()}
+    coverage.check({name: coverage.coverage(ids[name], mapping, read_run_info(path))
+                    for name, path in pred_paths.items()}, allow_partial)
+    common = set.intersection(*ids.values()) if ids else set()
+    only = common if any(s != common for s in ids.values()) else None
     out = {}
     with CocoSession() as session:
         for name, path in tqdm(pred_paths.items(), desc="metrics", unit="model", mininterval=1):
             known = (read_run_info(path) or {}).get("family")
             out[name] = evaluate_predictions(path, mapping, None if known else default_family, session=session,
-                                             model_name=name, **kw)
+                                             model_name=name, allow_partial=allow_partial, only_ids=only, **kw)
     return out
 
 

@@ -25,10 +25,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .evaluate import METRIC_INFO, category_order  # noqa: E402
+from .evaluate import METRIC_INFO, REGION_TASKS, category_order  # noqa: E402
 
 TEXT_PLOT_METRICS = ("closed_accuracy", "exact_match", "word_f1", "rouge_l", "bleu4", "meteor", "bertscore_f1")
-GROUNDING_PLOT_METRICS = ("box_rate", "mean_iou", "mean_iou_boxed_only", "iou_gt_0_5_rate", "centre_inclusion_rate")
+GROUNDING_PLOT_METRICS = ("box_rate", "mean_iou", "mean_iou_boxed_only", "iou_gt_0_5_rate", "centre_inclusion_rate",
+                          "position_match_rate")
 
 
 def category_groups(categories) -> dict[str, list[str]]:
@@ -39,7 +40,7 @@ def category_groups(categories) -> dict[str, list[str]]:
             g = "main"
         elif c.startswith("closed/"):
             g = "closed_types"
-        elif c == "grounding":
+        elif c in ("grounding", *REGION_TASKS):
             g = "grounding"
         elif c.startswith("dataset/"):
             g = "datasets"

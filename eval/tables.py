@@ -7,7 +7,9 @@ fine-tuned model gains and whether the gain is larger than its confidence interv
 base: each table ends with a paired test of every other model against it on the category's headline metric.
 Cells never show a number that was not computed: a metric that does not apply reads "n/a" (reason under the
 table), one whose backend failed reads "unavailable" (reason in the notes), a category a model lacks "-".
-The md marks the best value per row in **bold**, the txt with a trailing "*" (only when models differ).
+The md marks the best value per row in **bold**, the txt with a trailing "*" (only when models differ, and
+never between models scored on different numbers of samples). The first table ("models") gives each model's
+coverage of the test set and its pixel budget; a partial coverage or a pixel-budget difference leads the notes.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from typing import Mapping
 
 from data_process.io import atomic_write_text, write_json
 
-from .evaluate import BLEU, GROUNDING, HEADLINE, METRIC_INFO, compare_models
+from .coverage import ALLOW_FLAG, describe
+from .evaluate import BLEU, GROUNDING, HEADLINE, METRIC_INFO, VIEWER_SIDE_DATASETS, compare_models
 
 TEXT_ROWS = ("closed_accuracy", "yes_no_precision", "yes_no_recall", "yes_no_f1", "exact_match", "soft_match",
              "substring_match", "word_overlap", "word_contain", "word_precision", "word_recall", "word_f1",
@@ -79,6 +82,7 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
         n_text = f"n = {next(n for n in ns if n is not None)}"
     else:
         n_text = "n = " + ", ".join(f"{m} {n if n is not None else 0}" for m, n in zip(models, ns))
+    same_n = len(set(ns)) == 1  # a best is marked only between models scored on the same samples
     rows, na_notes = [], {}
     for metric in (GROUNDING if cat == "grounding" else TEXT_ROWS):
         label, higher, _ = METRIC_INFO[metric]
@@ -89,7 +93,8 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
         if metric in _HIDE_WHEN_ALL_NA and all(metric in c.get("not_applicable", {}) for c in present):
             continue
         cells = [_cell(metric, c) for c in cats]
-        rows.append((label, [t for t, _ in cells], _best([v for _, v in cells], higher)))
+        best = _best([v for _, v in cells], higher) if same_n else [False] * len(cells)
+        rows.append((label, [t for t, _ in cells], best))
         for c in present:
             if metric in c.get("not_applicable", {}) and metric not in c["metrics"]:
                 na_notes.setdefault(c["not_applicable"][metric], []).append(label)
@@ -109,6 +114,8 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
                     cells.append(f"{t['mean_diff']:+.3f} (p={t['p_value']:.3g}, {short})")
             rows.append((f"Δ {METRIC_INFO[metric][0]} vs {base} (paired)", cells, [False] * len(models)))
     notes = [f"n/a: {', '.join(dict.fromkeys(ms))}: {why}" for why, ms in na_notes.items()]
+    if not same_n and len(models) > 1:
+        notes.append("no best marked: the models were scored on different numbers of samples")
     if cat == "grounding":
         for m, c in zip(models, cats):
             if c:
@@ -116,6 +123,59 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
                              f"'{c['box_format']}', converted to pixels of the original image)"
                              + (f"; {c['issues']}" if c.get("issues") else ""))
     return {"title": cat, "n_text": n_text, "header": models, "rows": rows, "notes": notes}
+
+
+def _budget_text(b: dict | None) -> str:
+    return f"{b['min_pixels']}-{b['max_pixels']}" if b else "unknown"
+
+
+def pixel_budget_warning(results: Mapping[str, dict]) -> str | None:
+    """A loud line when the models' images were resized within different pixel budgets (or one is unknown)."""
+    budgets = {m: r.get("pixel_budget") for m, r in results.items()}
+    known = {(b["min_pixels"], b["max_pixels"]) for b in budgets.values() if b}
+    unknown = [m for m, b in budgets.items() if not b]
+    if len(known) > 1:
+        return ("WARNING: the models saw images at different pixel budgets (min-max pixels: "
+                + ", ".join(f"{m} {_budget_text(b)}" for m, b in budgets.items()) + "); a difference between "
+                "them may come from image resolution, not training. Regenerate with one --min_pixels/--max_pixels "
+                "for every model.")
+    if unknown and len(results) > 1:
+        return (f"WARNING: pixel budget unknown for {', '.join(unknown)} (run_info.json does not record it): "
+                "it cannot be confirmed that every model saw the same image sizes.")
+    return None
+
+
+def coverage_notes(results: Mapping[str, dict]) -> list[str]:
+    """Which models lack test ids (with counts) and which samples the models are compared on."""
+    covs = {m: r.get("coverage") for m, r in results.items()}
+    if not any(covs.values()):
+        return ["Coverage: not checked (no type mapping, so the test set is unknown)."]
+    short = {m: c for m, c in covs.items() if c and not c["complete"]}
+    if not short:
+        return [f"Coverage: every model answered all {next(c for c in covs.values() if c)['n_test']} test ids."]
+    lines = [f"PARTIAL COVERAGE ({ALLOW_FLAG}): {describe(m, c)}." for m, c in short.items()]
+    compared = {c["n_compared"] for c in covs.values() if c and "n_compared" in c}
+    if compared:
+        lines.append(f"Every model is scored on the {min(compared)} ids all the models answered, not on the whole "
+                     "test set.")
+    else:
+        lines.append("The models are scored on the ids each answered; no best is marked where n differs.")
+    return lines
+
+
+def _models_section(results: Mapping[str, dict]) -> dict:
+    """Per model: how much of the test set it covers and the pixel budget of its images (no best: facts)."""
+    models = list(results)
+    covs = [results[m].get("coverage") for m in models]
+    rows = [("test ids scored", [f"{c['n_scored']} of {c['n_test']}" if c else "not checked" for c in covs]),
+            ("failed (run_info.json)", [str(c["n_failed"]) if c else MISSING for c in covs]),
+            ("missing from predictions", [str(c["n_missing"]) if c else MISSING for c in covs])]
+    if any(c and "n_compared" in c for c in covs):
+        rows.append(("compared on (ids every model answered)", [str(c.get("n_compared", MISSING)) if c else MISSING
+                                                                for c in covs]))
+    rows.append(("pixel budget (min-max pixels)", [_budget_text(results[m].get("pixel_budget")) for m in models]))
+    return {"title": "models", "n_text": "test-set coverage and image pixel budget; see the notes", "header": models,
+            "rows": [(label, cells, [False] * len(models)) for label, cells in rows], "notes": []}
 
 
 def _perplexity_section(results: Mapping[str, dict]) -> dict | None:
@@ -141,7 +201,11 @@ def _perplexity_section(results: Mapping[str, dict]) -> dict | None:
 def _notes(results: Mapping[str, dict], comparisons: dict, shown: set[str]) -> list[str]:
     models = list(results)
     first = results[models[0]]["settings"]
-    notes = [
+    warning = pixel_budget_warning(results)
+    notes = coverage_notes(results) + ([warning] if warning else []) + [
+        "What each metric counts, which tokens and references, categories and coverage: docs/measurement.md.",
+        "Pixel budget (min-max pixels an image is resized within, from run_info.json): "
+        + ", ".join(f"{m} {_budget_text(results[m].get('pixel_budget'))}" for m in models) + ".",
         f"Headline metrics ({', '.join(METRIC_INFO[m][0] for m in HEADLINE)}) "
         f"show the mean and its {int(first['confidence'] * 100)}% percentile-bootstrap CI [low, high] "
         f"({first['n_boot']} resamples, seed {first['seed']}).",
@@ -158,7 +222,12 @@ def _notes(results: Mapping[str, dict], comparisons: dict, shown: set[str]) -> l
         "Grounding: 'mean IoU (missing box = 0)' counts a sample without a parsable box as IoU 0 (the honest "
         "number); 'mean IoU (boxed samples only)' and the centre error average only samples with a box and are "
         "biased - read them with the box rate. Boxes are parsed in each model family's own format and converted "
-        "to pixels of the original image before any comparison.",
+        "to pixels of the original image before any comparison. With several reference boxes (one label, several "
+        "regions) the predicted box is scored against the best-matching one (highest IoU; the nearest centre "
+        "when none overlaps). Position match: over samples whose reference label names a side or level, whether "
+        "the box centre lies there by image thirds; left/right mean the patient's side (radiological display), "
+        f"except the image side for {', '.join(VIEWER_SIDE_DATASETS)}. Region tasks (region_classification, "
+        "region_caption) are their own categories, not in overall.",
     ]
     described: dict[str, list[str]] = {}  # one line per distinct BERTScore setup
     for m in models:
@@ -199,7 +268,7 @@ def build_sections(results: Mapping[str, dict], comparisons: dict | None = None)
     if not results:
         raise ValueError("no results to tabulate")
     comparisons = comparisons if comparisons is not None else (compare_models(results) if len(results) > 1 else {})
-    sections = [_section(c, results, comparisons) for c in _categories(results)]
+    sections = [_models_section(results)] + [_section(c, results, comparisons) for c in _categories(results)]
     ppl = _perplexity_section(results)
     if ppl:
         sections.append(ppl)
@@ -289,5 +358,8 @@ def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, compar
     write_json(paths["json"], {"models": list(results), "base": list(results)[0], "comparisons": comparisons,
                                "metric_info": {k: {"label": v[0], "higher_is_better": v[1], "definition": v[2]}
                                                for k, v in METRIC_INFO.items()},
+                               "coverage": {m: r.get("coverage") for m, r in results.items()},
+                               "pixel_budget": {m: r.get("pixel_budget") for m, r in results.items()},
+                               "pixel_budget_warning": pixel_budget_warning(results),
                                "results": dict(results)})
     return paths

@@ -58,6 +58,21 @@ def centre_point_error(pred: Box, ref: Box) -> float:
     return math.hypot(px - rx, py - ry)
 
 
+def best_reference(pred: Optional[Box], refs: Sequence[Box]) -> int:
+    """Index of the reference box a prediction is scored against: the highest IoU, among equal IoU (no overlap
+    with any) the nearest centre, the first on a full tie or when there is no prediction.
+
+    Why: a label with several boxes (both kidneys, two lesions) is found when the model boxes any one of them;
+    comparing with the first box only would call a correct box wrong.
+    """
+    if not refs:
+        raise ValueError("no reference box")
+    if pred is None:
+        return 0
+    keys = [(iou(pred, r), -centre_point_error(pred, r)) for r in refs]
+    return keys.index(max(keys))
+
+
 def grounding_scores(preds: Sequence[Optional[Box]], refs: Sequence[Box]) -> dict:
     """All box metrics for one set of samples; `preds[i] is None` means the model produced no box.
 
