@@ -33,7 +33,7 @@ from medvl.answers import infer_answer_type, is_choice_answer  # noqa: F401  (co
 from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
 
 from .io import BadLine, DataError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
-from .schema import IMAGE_TAG, make_record
+from .schema import IMAGE_TAG, REGION_TAG, make_record
 
 # --------------------------------------------------------------------------------------------------------- report
 
@@ -56,15 +56,19 @@ class Report:
             self.details[str(rid)] = detail
 
     def row_qid(self, row: Any, where: str) -> str | None:
-        """A row's non-empty qid, or None after rejecting the row (not an object / no qid) under `where`."""
+        """A row's qid as text, or None after rejecting the row under `where`: not an object, no / empty / null
+        qid (missing_qid), a qid that is neither an int nor a string (invalid_qid: true would become `x-True`)."""
         if not isinstance(row, dict):
             self.reject(where, "row_not_an_object")
             return None
-        qid = str(row.get("qid", "")).strip()
-        if not qid:
-            self.reject(where, "missing_qid")
-            return None
-        return qid
+        qid = row.get("qid")
+        if isinstance(qid, int) and not isinstance(qid, bool):
+            return str(qid)
+        if isinstance(qid, str) and qid.strip():
+            return qid.strip()
+        self.reject(where, "missing_qid" if qid is None or isinstance(qid, str) else "invalid_qid",
+                    f"{where}: qid={qid!r}")
+        return None
 
     @property
     def n_rejected(self) -> int:
@@ -95,6 +99,8 @@ def summary_text(report: dict) -> str:
         lines.append(f"  rejected {reason}: {len(ids)}  e.g. {', '.join(ids[:3])}{more}")
     for reason, n in report["skipped"].items():
         lines.append(f"  skipped {reason}: {n}")
+    for name, reason in (report.get("skipped_files") or {}).items():
+        lines.append(f"  skipped file {name}: {reason}")
     for note, n in report["notes"].items():
         lines.append(f"  note {note}: {n}")
     return "\n".join(lines)
@@ -396,6 +402,9 @@ def convert_hf_table(dataset: str, inputs, image_dir, image_root, split: str | N
             if not question or not answer:
                 report.reject(rid, "empty_question" if not question else "empty_answer", where)
                 continue
+            if (tag := reserved_tag_problem(question, answer)):
+                report.reject(rid, "reserved_tag_in_text", f"{where}: {tag}")
+                continue
             try:
                 image = hf_image(row[col], resolver, store)
             except ValueError as e:
@@ -411,6 +420,13 @@ def convert_hf_table(dataset: str, inputs, image_dir, image_root, split: str | N
 def progress(it: Iterable, desc: str, total: int | None = None, enabled: bool = True) -> Iterable:
     # disable=None lets tqdm switch itself off when stderr is not a terminal (CI logs, pytest)
     return tqdm(it, desc=desc, total=total, disable=None if enabled else True, mininterval=1, leave=False)
+
+
+def reserved_tag_problem(*texts: str) -> str | None:
+    """`<image>` or `<region>` inside released question/answer text: the schema would read it as an image / a box,
+    so the record is rejected at conversion (reserved_tag_in_text) rather than refused later."""
+    found = [t for t in (IMAGE_TAG, REGION_TAG) if any(t in x for x in texts)]
+    return f"text holds {' and '.join(found)}" if found else None
 
 
 def strip_image_tags(text: str) -> tuple[str, int]:

@@ -99,9 +99,10 @@ def build(inputs: list[str | Path], split: str | None = "test") -> tuple[list[di
                 raise DataError(f"{path}: record {rid}: {'; '.join(problems)}")
             if split is not None and (rec.get("meta") or {}).get("split") != split:
                 continue
-            if rid in seen:
-                raise DataError(f"{path}: record id {rid!r} also in {seen[rid]}; ids must be unique across inputs")
-            seen[rid] = str(path)
+            if str(rid) in seen:  # 7 and "7" are one id: type_mapping.json keys are strings
+                raise DataError(f"{path}: record id {rid!r} also in {seen[str(rid)]}; ids must be unique across "
+                                f"inputs (7 and \"7\" are the same id)")
+            seen[str(rid)] = str(path)
             selected.append(rec)
             n += 1
         per_input[str(path)] = {"records": len(records), "selected": n}
@@ -129,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out_dir)
     # one set: a reader never pairs a new test.json with an old type_mapping.json (io.write_json_set)
-    write_json_set(out, {args.out_name: records, "type_mapping.json": mapping, "categories.json": summary})
+    try:
+        write_json_set(out, {args.out_name: records, "type_mapping.json": mapping, "categories.json": summary})
+    except DataError as e:  # a full or read-only disk
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{len(records)} records of split {args.split} -> {out / args.out_name}")
     print(f"answer_type {summary['answer_type']}; closed_type {summary['closed_type']}")
     for ds, c in summary["datasets"].items():

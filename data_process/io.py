@@ -1,7 +1,13 @@
-"""Reading and writing records: JSON / JSONL, always written atomically (temp file + rename)."""
+"""Reading and writing records: JSON / JSONL, always written atomically (temp file + rename).
+
+Reading accepts a UTF-8 byte order mark (editors on Windows write one). JSON nested too deeply for the decoder and a
+write that fails for lack of space (or a read-only / over-quota disk) are DataErrors naming the file, so every CLI
+prints them as one line."""
 from __future__ import annotations
 
+import codecs
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -14,6 +20,14 @@ from typing import Any, Iterable, Iterator, TextIO
 
 class DataError(ValueError):
     """Bad input: the message names the file / record and the reason."""
+
+
+class WriteError(DataError):
+    """An output could not be written (disk full, read-only, over quota): the message names the file."""
+
+
+# errors of the disk, not of the program: reported as one line naming the output
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 @dataclass(frozen=True)
@@ -33,17 +47,22 @@ class BadLine:
 @contextlib.contextmanager
 def _staged(path: Path) -> Iterator[tuple[TextIO, str]]:
     """(file, temp path) beside `path`: written, fsynced and made 0644 on exit; removed if the body raises."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise WriteError(f"{path}: cannot create a file in {path.parent} ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f, tmp
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+            raise WriteError(f"{path}: writing failed ({e.strerror}); nothing was written there") from None
         raise
 
 
@@ -53,7 +72,15 @@ def atomic_open(path: str | os.PathLike) -> Iterator[TextIO]:
     path = Path(path)
     with _staged(path) as (f, tmp):
         yield f
-    os.replace(tmp, path)
+    _replace(tmp, path)
+
+
+def _replace(tmp: str, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"{path}: cannot replace it ({e.strerror or e})") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -122,7 +149,7 @@ def write_json_set(out_dir: str | os.PathLike, objects: dict[str, Any]) -> None:
             Path(tmp).unlink(missing_ok=True)
         raise
     for name, tmp in staged.items():
-        os.replace(tmp, out / name)
+        _replace(tmp, out / name)
 
 
 def check_set(path: str | os.PathLike) -> None:
@@ -150,12 +177,14 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: file not found")
     check_set(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 ({e})") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to read") from None
 
 
 def iter_jsonl(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[Any]:
@@ -166,15 +195,20 @@ def iter_jsonl(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[An
         raise DataError(f"{path}: file not found")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             if not raw.strip():
                 continue
             try:
-                yield json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+                reason = ("invalid_utf8" if isinstance(e, UnicodeDecodeError) else
+                          "nested_too_deeply" if isinstance(e, RecursionError) else "malformed_json")
+                detail = "JSON nested too deeply to read" if isinstance(e, RecursionError) else str(e)
                 if bad_lines != "yield":
-                    raise DataError(f"{path}: line {lineno} is not a valid JSON record ({e})") from None
-                reason = "invalid_utf8" if isinstance(e, UnicodeDecodeError) else "malformed_json"
-                yield BadLine(str(path), lineno, reason, str(e))
+                    raise DataError(f"{path}: line {lineno} is not a valid JSON record ({detail})") from None
+                obj = BadLine(str(path), lineno, reason, detail)
+            yield obj
 
 
 def iter_json_list(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Iterator[Any]:
@@ -184,7 +218,7 @@ def iter_json_list(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Itera
     if not path.exists():
         raise DataError(f"{path}: file not found")
     decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         buf, pos, eof, index = "", 0, False, 0
 
         def fill() -> bool:  # more text appended to buf; False at end of file
@@ -227,6 +261,8 @@ def iter_json_list(path: str | os.PathLike, chunk_chars: int = 1 << 20) -> Itera
                 except json.JSONDecodeError as e:
                     if eof:
                         raise DataError(f"{path}: malformed JSON in list element {index}: {e.msg}") from None
+                except RecursionError:
+                    raise DataError(f"{path}: list element {index} is JSON nested too deeply to read") from None
                 fill()
             pos = end
             index += 1

@@ -9,7 +9,7 @@ the `imgs` folder that holds `xmlabN/source.jpg`. Ids are `slake-<qid>`.
   `organ`, lower case), modality, triple, q_lang, img_id stay in meta.
 - Boxes: detection.json holds `[{"Liver": [x, y, w, h]}, ...]`, x,y the top-left corner in pixels of source.jpg. They
   become `{"label", "xyxy": [x, y, x+w, y+h], "image_size": [W, H]}` (size read from the image) on every record of that
-  image. A box up to 1 px outside the image is clipped; further outside, or with w/h <= 0, it is dropped and counted
+  image. A box up to 1 px outside the image is clipped; further outside, with w/h <= 0 or with NaN / infinite numbers (box_not_finite), it is dropped and counted
   under the report's `boxes.rejected` (per image, not per record). A missing detection.json means no boxes (counted as
   `boxes.images_without_detection_json`); a malformed one raises DataError.
 
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from .convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, module_main,
-                             progress, read_json_list, resolve_split)
+                             progress, read_json_list, reserved_tag_problem, resolve_split)
 from .io import DataError, read_json
 from .schema import make_record
 
@@ -42,6 +43,9 @@ def boxes_from_detection(items, size: tuple[int, int], where: str) -> tuple[list
         for label, xywh in item.items():
             if not (isinstance(xywh, list) and len(xywh) == 4 and all(isinstance(v, (int, float)) for v in xywh)):
                 rejected.append((label, "box_not_4_numbers"))
+                continue
+            if not all(math.isfinite(v) for v in xywh):  # json reads NaN / Infinity; NaN passes every comparison
+                rejected.append((label, "box_not_finite"))
                 continue
             x, y, w, h = xywh
             if w <= 0 or h <= 0:
@@ -132,6 +136,9 @@ def _convert_row(row, where, split, lang, images, ids, boxes, report) -> dict | 
                else "missing_img_name" if not row.get("img_name") else None)
     if problem:
         report.reject(base_id, problem, f"{where}: answer_type={row.get('answer_type')!r}")
+        return None
+    if (tag := reserved_tag_problem(question, answer)):
+        report.reject(base_id, "reserved_tag_in_text", f"{where}: {tag}")
         return None
     image = images.path(str(row["img_name"]))
     if (why := images.problem(image)):

@@ -72,10 +72,10 @@ def iter_valid(records: Iterable, processor, rep: ValidationReport) -> Iterator[
         if problems:
             rep.reject(rid, "malformed_record", "; ".join(problems))
             continue
-        if rid in seen:
+        if str(rid) in seen:  # 7 and "7" are one id (every later stage keys ids as strings)
             rep.reject(rid, "duplicate_id")
             continue
-        seen.add(rid)
+        seen.add(str(rid))
         if processor is not None:
             try:
                 enc = processor.encode(rec, train=True)

@@ -10,6 +10,9 @@ Categories: modality, plane, organ, abnormality (an unknown one rejects the row)
 
 A line with another number of columns raises DataError naming the file and line number: a stray `|` shifts every
 column, so the line cannot be read safely (the released files have none). Empty lines are ignored.
+A folder given as --input stands for its *.txt files; those the converter cannot use (a 2-column `img_id|question` file
+of test questions without answers, any other text file) are named and skipped, listed in the report's
+`skipped_files` with the reason. Such a file passed by name is an error saying which file to pass instead.
 
 Reference answers of the test set may list alternatives with `#` and optional words in `( )`: the answer turn is the
 first alternative with the brackets removed, `meta.answers` holds every accepted form (each alternative with and without
@@ -26,7 +29,7 @@ import re
 from pathlib import Path
 
 from .convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, infer_answer_type,
-                             module_main, progress, resolve_split)
+                             module_main, progress, reserved_tag_problem, resolve_split)
 from .io import DataError
 from .schema import make_record
 
@@ -66,6 +69,9 @@ def read_lines(path: Path) -> list[tuple[int, list[str]]]:
             continue
         cols = line.split("|")
         width = width or len(cols)
+        if width == 2:
+            raise DataError(f"{path}: line {lineno} has 2 '|'-separated columns, {_QUESTIONS_ONLY}; pass VQAMed2019_Test_Questions_w_Ref_Answers.txt "
+                            f"(img_id|category|question|answer) or the *_train.txt / *_val.txt QA pairs instead")
         if len(cols) not in (3, 4) or len(cols) != width:
             raise DataError(f"{path}: line {lineno} has {len(cols)} '|'-separated columns, expected "
                             f"{width if width in (3, 4) else '3 (img_id|question|answer) or 4 (img_id|category|question|answer)'}: {line[:120]!r}")
@@ -73,10 +79,43 @@ def read_lines(path: Path) -> list[tuple[int, list[str]]]:
     return out
 
 
+_QUESTIONS_ONLY = "questions without reference answers (img_id|question)"
+
+
+def unusable_reason(path: Path) -> str | None:
+    """Why a .txt file found in an input folder is no QA-pairs file (judged by its first line), None if it is one."""
+    try:
+        first = next((line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()), None)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    if first is None:
+        return "empty file"
+    n = len(first.split("|"))
+    return _QUESTIONS_ONLY if n == 2 else None if n in (3, 4) else f"not a QA-pairs file (line 1 has {n} columns)"
+
+
+def _usable_inputs(inputs) -> tuple[list[Path], dict[str, str]]:
+    """(files to convert, {skipped file: reason}): a folder's unusable files are skipped, named files never."""
+    paths, skipped = [], {}
+    for given in [inputs] if isinstance(inputs, (str, Path)) else inputs:
+        found = expand_inputs(given, patterns=("*.txt",))
+        if not Path(given).is_dir():
+            paths += found
+            continue
+        reasons = {f: unusable_reason(f) for f in found}
+        if all(reasons.values()):
+            raise DataError(f"{given}: no QA-pairs file here (" + "; ".join(f"{f.name}: {w}" for f, w in reasons.items())
+                            + ")")
+        paths += [f for f, why in reasons.items() if not why]
+        skipped.update({str(f): why for f, why in reasons.items() if why})
+    return paths, skipped
+
+
 def convert(inputs, image_root, split: str | None = None, show_progress: bool = True,
             allow_outside_root: bool = False) -> tuple[list[dict], dict]:
-    paths = expand_inputs(inputs, patterns=("*.txt",))
+    paths, skipped_files = _usable_inputs(inputs)
     report = Report(DATASET, paths)
+    report.extra["skipped_files"] = skipped_files
     images, ids = ImageResolver(image_root, allow_outside_root), IdRegistry(report)
     records = []
     for path in paths:
@@ -108,6 +147,9 @@ def _convert_line(cols, path, lineno, split, file_category, images, ids, report)
                else "empty_answer" if not answer else None)
     if problem:
         report.reject(rid_base, problem, where)
+        return None
+    if (tag := reserved_tag_problem(question, answer)):
+        report.reject(rid_base, "reserved_tag_in_text", f"{where}: {tag}")
         return None
     image = images.path(img_id + ".jpg")
     if (why := images.problem(image)):

@@ -10,7 +10,8 @@ Quirks handled: `qid` int or str; `answer_type` "CLOSED " (trailing space); `ans
 typos (ATRIB, PRSE, Other) and combinations ("POS, PRES"). Question types are mapped to the canonical set
 PRES POS ABN OTHER MODALITY SIZE PLANE ATTRIB ORGAN COLOR COUNT; a combination becomes `question_types` (list, canonical
 order) and `question_type` (the list joined with ", "); the released value stays in `question_type_raw`.
-An unknown question or answer type rejects the row. With --split on the OSF file, rows of the other split are counted
+An unknown question or answer type rejects the row; so does a qid that is null / not an int or string (missing_qid /
+invalid_qid, named by row index) and `<image>` / `<region>` inside the text (reserved_tag_in_text). With --split on the OSF file, rows of the other split are counted
 as skipped.
 
     python -m data_process.vqa_rad --input "VQA_RAD Dataset Public.json" --image_root "VQA_RAD Image Folder" --out vqa_rad.json
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 
 from .convert_common import (IdRegistry, ImageResolver, Report, canonical_split, clean_text, expand_inputs,
-                             module_main, progress, read_json_list, resolve_split)
+                             module_main, progress, read_json_list, reserved_tag_problem, resolve_split)
 from .schema import make_record
 
 DATASET = "vqa_rad"
@@ -86,6 +87,9 @@ def _convert_row(row, where, layout, file_split, want, images, ids, report) -> d
     if problem:
         report.reject(base_id, problem, f"{where}: answer_type={row.get('answer_type')!r} "
                                         f"question_type={row.get('question_type')!r}")
+        return None
+    if (tag := reserved_tag_problem(question, answer)):
+        report.reject(base_id, "reserved_tag_in_text", f"{where}: {tag}")
         return None
     image = images.path(str(row["image_name"]))
     if (why := images.problem(image)):
