@@ -134,3 +134,30 @@ def test_two_processes_packed_step_equals_padded_step(tiny_models, tmp_path):
     packed = _first_step_log(common + ["--packing"], tmp_path / "packed")
     assert packed["grad_norm"] == pytest.approx(padded["grad_norm"], rel=1e-4), (padded, packed)
     assert packed["loss"] == pytest.approx(padded["loss"], rel=1e-4), (padded, packed)
+
+
+def test_failure_inside_a_dataloader_worker_reaches_the_run_summary(tiny_models, tmp_path, monkeypatch):
+    """#16.11: an image deleted after validation is skipped in a worker process; run_summary names it."""
+    import data_process.validate as validate
+    from data_process.io import write_jsonl
+    from tests.conftest import qa_record, write_image
+    from train.finetune import parse_args, run
+
+    recs = [qa_record(f"r{i}", write_image(tmp_path / f"i{i}.png", (56, 56), seed=i)) for i in range(4)]
+    write_jsonl(tmp_path / "train.jsonl", recs)
+    real = validate.validate_records
+
+    def validate_then_delete(*a, **k):  # the file disappears between validation and the step that reads it
+        out = real(*a, **k)
+        (tmp_path / "i2.png").unlink()
+        return out
+    monkeypatch.setattr(validate, "validate_records", validate_then_delete)
+    summary = run(*parse_args([
+        "--model_name_or_path", str(tiny_models["qwen2_vl"]), "--train_data", str(tmp_path / "train.jsonl"),
+        "--stage", "2", "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "2",
+        "--num_train_epochs", "1", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
+        "--dataloader_num_workers", "1"]))
+    assert list(summary["failed_at_train_time"]) == ["r2"], summary["failed_at_train_time"]
+    assert "missing_image" in summary["failed_at_train_time"]["r2"]
+    written = json.loads((tmp_path / "run" / "run_summary.json").read_text())
+    assert written["failed_at_train_time"] == summary["failed_at_train_time"]

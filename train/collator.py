@@ -43,7 +43,19 @@ class VLCollator:
         out = {"input_ids": ids, "attention_mask": attn}
         if has_labels:
             out["labels"] = labels
+        add_skipped(out, batch)
         return add_images(out, batch, self.image_token_id)
+
+
+SKIPPED_KEY = "skipped_records"
+
+
+def add_skipped(out: dict, batch: list[Encoded]) -> None:
+    """Records the dataset skipped to build this batch, {id: reason}, under SKIPPED_KEY (only when there are any):
+    the batch is what crosses from a dataloader worker to the main process."""
+    skipped = {k: v for b in batch for k, v in b.skipped.items()}
+    if skipped:
+        out[SKIPPED_KEY] = skipped
 
 
 def add_images(out: dict, batch: list[Encoded], image_token_id: int) -> dict:

@@ -274,7 +274,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         "optimizer_lrs": lr_check, "trainable": trainable_summary(model, family), "validation_reports": reports,
         "modes": sargs.modes, "quantization": margs.quantization, "optimizer": trainer.optimizer_name(),
         "early_stopping": early.summary() if early else None,
-        "failed_at_train_time": train_ds.failed, "resumed_from": resume,
+        "failed_at_train_time": _over_ranks(trainer.failed_at_train_time),
+        "failed_at_eval_time": _over_ranks(trainer.failed_at_eval_time), "resumed_from": resume,
         "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs), "speed": asdict(fargs)},
         "vision_cache": vision_cache.summary() if vision_cache else None,
         "curriculum": (trainer.curriculum_sampler.describe(splits["train"]) if trainer.curriculum_sampler
@@ -292,6 +293,16 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return summary
+
+
+def _over_ranks(failed: dict) -> dict:
+    """{id: reason} from every process (each rank's dataloader meets its own records), sorted by id."""
+    import torch.distributed as dist
+    parts = [failed]
+    if dist.is_available() and dist.is_initialized():
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, failed)
+    return dict(sorted((k, v) for part in parts for k, v in part.items()))
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .collator import add_images, with_vision_keepalive
+from .collator import add_images, add_skipped, with_vision_keepalive
 from .preprocess import IGNORE_INDEX, Encoded
 
 
@@ -38,6 +38,7 @@ class PackedCollator:
             labels[0, cu[:-1].long()] = IGNORE_INDEX
             out["labels"] = labels
         add_images(out, batch, self.image_token_id)
+        add_skipped(out, batch)
         if self.emit_image_keys:
             if any(b.key is None for b in batch):
                 raise ValueError("the vision cache needs record ids on encoded samples (train.data.VLDataset sets them)")

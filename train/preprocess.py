@@ -82,6 +82,7 @@ class Encoded:
     image_sizes: list = field(default_factory=list)   # original (w, h) per image
     input_sizes: list = field(default_factory=list)   # resized model input (w, h) per image
     key: str | None = None              # the record id (set by the training dataset; keys the vision cache)
+    skipped: dict = field(default_factory=dict)  # {id: reason} of records the dataset skipped to reach this one
 
     def __len__(self):
         return len(self.input_ids)

@@ -10,6 +10,7 @@ from transformers import Trainer
 
 from .adapters import param_group_of
 from .chunked_loss import chunked_nll_sum, labelled_positions
+from .collator import SKIPPED_KEY
 from .models import ModelFamily
 from .packing import is_packed, packed_position_ids
 from .preprocess import IGNORE_INDEX
@@ -41,6 +42,9 @@ class VLTrainer(Trainer):
         self.curriculum, self.curriculum_sampler = curriculum, None  # train/curriculum.py: a CurriculumPlan or None
         self.group_lrs = group_lrs
         self.chunked_loss, self.loss_chunk, self.vision_cache = chunked_loss, loss_chunk, vision_cache
+        # {id: reason} of records skipped while batches were built (in dataloader workers too: they come with the batch)
+        self.failed_at_train_time: dict[str, str] = {}
+        self.failed_at_eval_time: dict[str, str] = {}
         super().__init__(*args, **kwargs)
 
     # -- data order (train/curriculum.py) -------------------------------------------------------
@@ -111,6 +115,14 @@ class VLTrainer(Trainer):
             out[g.get("group_name", "?")] = g.get("initial_lr", g["lr"])
         return out
 
+    # -- records skipped in the dataloader ------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        return super().training_step(model, _take_skipped(inputs, self.failed_at_train_time), num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        return super().prediction_step(model, _take_skipped(inputs, self.failed_at_eval_time), prediction_loss_only,
+                                       ignore_keys)
+
     # -- loss -----------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The padded path is HF's. Packed rows get their per-sample mRoPE ids and no mask; with `chunked_loss` the
@@ -148,6 +160,15 @@ class VLTrainer(Trainer):
             prefix = kwargs.get("metric_key_prefix", "eval")
             output.metrics.update({f"{prefix}_{k}": v for k, v in self.validator.run(self.model, self.args).items()})
         return output
+
+
+def _take_skipped(inputs: dict, into: dict) -> dict:
+    """The batch without its skipped-records entry (train/collator.add_skipped), which goes into `into`."""
+    if SKIPPED_KEY not in inputs:
+        return inputs
+    inputs = dict(inputs)
+    into.update(inputs.pop(SKIPPED_KEY))
+    return inputs
 
 
 def _chunked_loss_forward(model, base, loss_chunk: int, labels, num_items_in_batch=None, **inputs) -> dict:
