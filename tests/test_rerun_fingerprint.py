@@ -10,12 +10,13 @@ import pytest
 
 from eval.generate import generate_for_model, main as generate_main
 from eval.model_spec import ModelSpec
-from eval.output_dir import SettingsChanged
 from eval.perplexity import perplexity_for_model
 from tests.conftest import qa_record, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(dtype="float32", progress=False, num_workers=0)
+# the refusals raise eval.output_dir.SettingsChanged, a RuntimeError (caught as such here, so the test does not
+# need the module at import time)
 
 
 def _records(tmp_path, n):
@@ -43,11 +44,11 @@ def test_changed_decoding_or_budget_is_refused_and_overwrite_starts_fresh(tiny_m
     spec = ModelSpec.parse(f"m={tiny_models['qwen2_vl']}")
     pred = generate_for_model(spec, recs[:3], tmp_path / "out", max_new_tokens=4, **FAST)
     before = pred.read_bytes()
-    with pytest.raises(SettingsChanged, match=r"differs: decoding\).*--overwrite"):
+    with pytest.raises(RuntimeError, match=r"differs: decoding\).*--overwrite"):
         generate_for_model(spec, recs, tmp_path / "out", max_new_tokens=8, **FAST)
-    with pytest.raises(SettingsChanged, match=r"differs: pixel_budget\)"):
+    with pytest.raises(RuntimeError, match=r"differs: pixel_budget\)"):
         generate_for_model(spec, recs, tmp_path / "out", max_new_tokens=4, max_pixels=56 * 56 * 2, **FAST)
-    with pytest.raises(SettingsChanged, match=r"differs: system_prompt\)"):
+    with pytest.raises(RuntimeError, match=r"differs: system_prompt\)"):
         generate_for_model(spec, recs, tmp_path / "out", max_new_tokens=4, system_prompt="Answer briefly.",
                            prompt_mode="custom", **FAST)
     assert pred.read_bytes() == before, "a refused rerun must not touch the predictions"
@@ -75,13 +76,13 @@ def test_retrained_adapter_under_the_same_name_is_refused_with_a_one_line_messag
     assert "\n" not in msg and "differs: adapters" in msg and "--overwrite" in msg, msg
     assert sorted(_ids(tmp_path / "out" / "s2" / "predictions.jsonl")) == ["r0", "r1"]
     # perplexity of the retrained adapter beside the old predictions: refused too
-    with pytest.raises(SettingsChanged, match="predictions.jsonl was made with other settings.*adapters"):
+    with pytest.raises(RuntimeError, match="predictions.jsonl was made with other settings.*adapters"):
         perplexity_for_model(ModelSpec.parse(f"s2={base}+{adapter}"), recs, tmp_path / "out", **FAST)
     generate_main(argv + ["--overwrite"])
     res = perplexity_for_model(ModelSpec.parse(f"s2={base}+{adapter}"), recs, tmp_path / "out", **FAST)
     assert res["fingerprint"]["adapters"][0]["weights_sha256"]
     # a stored perplexity made at another budget is refused as well
-    with pytest.raises(SettingsChanged, match=r"pixel_budget"):
+    with pytest.raises(RuntimeError, match=r"pixel_budget"):
         perplexity_for_model(ModelSpec.parse(f"s2={base}+{adapter}"), recs, tmp_path / "out", max_pixels=56 * 56 * 2,
                              **FAST)
 
