@@ -18,12 +18,14 @@ train.models.parse_boxes) drawn on the image, with filters by category, dataset 
 Right / wrong per sample, per model: closed questions by closed accuracy; open questions and captions by exact
 match (token F1 shown beside it); grounding by IoU > 0.5 of the first box (a missing box is wrong).
 Self-contained: images are JPEG thumbnails and plots PNGs, both base64 inline; CSS and the filter script are
-inline; a Content-Security-Policy forbids loading anything else. Written atomically.
+inline; a Content-Security-Policy forbids loading anything else and allows only that script and style (by
+sha256: an injected inline script, event handler or style attribute does not run). Written atomically.
 """
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import json
@@ -287,7 +289,7 @@ def _card(sample: dict) -> str:
     for a in sample["answers"]:
         mark = {True: ("ok", "✓"), False: ("bad", "✗"), None: ("na", "–")}[a["ok"]]
         text = "(no prediction)" if a["text"] is None else a["text"]
-        answers.append(f'<tr class="{mark[0]}"><td class="m"><span class="sw" style="background:{a["colour"]}"></span>'
+        answers.append(f'<tr class="{mark[0]}"><td class="m"><span class="sw {SWATCH[a["colour"]]}"></span>'
                        f'{_e(a["model"])}</td><td class="mk" title="{_e(a["detail"])}">{mark[1]}</td>'
                        f'<td>{_e(text)}<span class="det">{_e(a["detail"])}</span></td></tr>')
     return (f'<div class="card" data-cats="{_e("|".join(sample["categories"]))}" data-dataset="{_e(sample["dataset"])}" '
@@ -359,7 +361,18 @@ JS = """
 })();
 """
 
-CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+# colour swatches by class: a style="" attribute would need style-src 'unsafe-inline'
+SWATCH = {c: f"c{k}" for k, c in enumerate((*MODEL_COLOURS, REFERENCE_COLOUR))}
+CSS += "".join(f".sw.{cls}{{background:{c}}}" for c, cls in SWATCH.items()) + "\n"
+
+
+def _sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+# The page's own style and script, by hash: nothing else runs or styles it, even markup that got past escaping
+# (an injected <script>, an onerror= handler, a style attribute). Both are constants, so the hashes are too.
+CSP = (f"default-src 'none'; img-src data:; style-src {_sha256_source(CSS)}; script-src {_sha256_source(JS)}")
 
 
 def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[dict], images: list[str], info: dict,
@@ -369,9 +382,9 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
 
     models = list(results)
     sections, notes = build_sections(results, comparisons)
-    legend = "".join(f'<span><span class="sw" style="background:{MODEL_COLOURS[k % len(MODEL_COLOURS)]}"></span>'
+    legend = "".join(f'<span><span class="sw {SWATCH[MODEL_COLOURS[k % len(MODEL_COLOURS)]]}"></span>'
                      f'{_e(m)}</span>' for k, m in enumerate(models))
-    legend += f'<span><span class="sw" style="background:{REFERENCE_COLOUR}"></span>reference box (dashed)</span>'
+    legend += f'<span><span class="sw {SWATCH[REFERENCE_COLOUR]}"></span>reference box (dashed)</span>'
     all_cats = []
     for s in samples:
         all_cats += [c for c in s["categories"] if c not in all_cats]
