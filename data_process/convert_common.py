@@ -32,7 +32,7 @@ from medvl import answers
 from medvl.answers import infer_answer_type, is_choice_answer  # noqa: F401  (converters import them from here)
 from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
 
-from .io import BadLine, DataError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
+from .io import BadLine, DataError, WriteError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
 from .schema import IMAGE_TAG, REGION_TAG, make_record
 
 # --------------------------------------------------------------------------------------------------------- report
@@ -254,8 +254,12 @@ class ImageStore:
             self.reused += 1
         else:
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: a reader never sees half an image
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)  # atomic: a reader never sees half an image
+            except OSError as e:  # a full disk: the run stops naming the folder (not a row's fault)
+                tmp.unlink(missing_ok=True)
+                raise WriteError(f"{self.dir}: cannot store an image ({e.strerror or e})") from None
             self.written += 1
         return str(path)
 
@@ -286,6 +290,8 @@ def hf_image(value: Any, resolver: ImageResolver, store: ImageStore) -> str:
                 raise ValueError("undecodable_image") from None
         try:
             return store.save(bytes(data))
+        except WriteError:
+            raise
         except ValueError:
             raise ValueError("undecodable_image") from None
     if value.get("path"):
@@ -407,6 +413,8 @@ def convert_hf_table(dataset: str, inputs, image_dir, image_root, split: str | N
                 continue
             try:
                 image = hf_image(row[col], resolver, store)
+            except WriteError:  # the disk's fault, not the row's
+                raise
             except ValueError as e:
                 report.reject(rid, str(e), where)
                 continue

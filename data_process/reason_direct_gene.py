@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import DataError, read_records, write_json
+from .io import DataError, WriteError, read_records, write_json
 from .schema import IMAGE_TAG, REGION_TAG, record_problems
 
 log = logging.getLogger("data_process.reason_direct_gene")
@@ -110,10 +110,13 @@ def generated_record(rec: dict, kind: str, prompt: str, output: str, generator: 
 
 def _append(path: Path, rows: list[dict]) -> None:
     if rows:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk: a rerun resumes (a cut last line is dropped)
+            raise WriteError(f"{path}: appending failed ({e.strerror or e}); a rerun resumes from here") from None
 
 
 def _rows(path: Path) -> list[dict]:

@@ -128,10 +128,10 @@ def main(argv=None):
     records = tqdm(iter_records(a.data, bad_lines="yield"), desc="validate", disable=a.no_progress, mininterval=2)
     try:
         (write_jsonl if a.out.endswith(".jsonl") else write_json_list)(a.out, iter_valid(records, processor, rep))
-    except DataError as e:  # a broken .json list (a .jsonl's bad lines are rejected one by one instead)
+        rep.check()
+        write_json(a.out + ".report.json", rep.as_dict())
+    except DataError as e:  # a broken .json list (a .jsonl's bad lines are rejected one by one), a full disk
         raise SystemExit(f"error: {e}") from None
-    rep.check()
-    write_json(a.out + ".report.json", rep.as_dict())
     print(rep.summary())
     print(f"clean data: {a.out}\nreport: {a.out}.report.json")
 

@@ -130,6 +130,28 @@ def test_a_failed_write_is_one_line_naming_the_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # no temp file left behind
 
 
+def test_a_full_disk_while_storing_an_image_stops_the_run_instead_of_rejecting_rows(tmp_path, monkeypatch):
+    import base64
+    import io as _io
+
+    from PIL import Image
+
+    from data_process import pathvqa
+
+    buf = _io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    row = {"image": {"bytes": base64.b64encode(buf.getvalue()).decode(), "path": None}, "question": "Is it?",
+           "answer": "no"}
+    (tmp_path / "test.jsonl").write_text(json.dumps(row) + "\n")
+
+    def no_space(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", no_space)
+    with pytest.raises(DataError, match=r"images: cannot store an image \(No space left on device\)"):
+        pathvqa.convert(tmp_path / "test.jsonl", tmp_path / "images", show_progress=False)
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     mnt = tmp_path / "tiny"
