@@ -24,6 +24,10 @@ answer_type / closed_type / native fields come from type_mapping.json (data_proc
 missing there falls back to the prediction row's answer_type and data_trans' closed_type rules, and is counted
 under result["data_issues"].
 
+Several accepted answers (a row's `reference` may be a list; `answers` holds the record's meta.answers, e.g.
+VQA-Med 2019 alternatives; eval.metrics.references): per-sample metrics keep the best match over them, BLEU /
+METEOR / CIDEr get them all as pycocoevalcap's multiple references, the first decides yes/no.
+
 Which metric where (decided, and stated in the tables):
   * closed_accuracy: categories whose samples are all closed. yes/no precision/recall/F1: categories whose
     references are all yes/no.
@@ -69,6 +73,7 @@ from eval import coverage
 from eval.metrics import COCO_METRICS, DEFAULT_METRICS, TEXT_METRICS, closed, grounding, nlg, stats
 from eval.metrics.errors import MetricUnavailable
 from eval.metrics.normalize import yes_no
+from eval.metrics.references import best, best_of, flatten
 from eval.metrics.text import average
 from medvl.categories import closed_type  # the rule type_mapping.json was written with
 
@@ -147,6 +152,19 @@ def load_type_mapping(type_mapping: str | os.PathLike | Mapping | None) -> dict[
     return {str(k): dict(v) for k, v in data.items() if isinstance(v, Mapping) and "answer_type" in v}
 
 
+def accepted_references(row: dict, where) -> list[str]:
+    """Every accepted answer of a text row: `reference` (a string or a list) then `answers` (the record's
+    meta.answers, e.g. VQA-Med 2019 alternatives), duplicates dropped, the first first. DataError when there is
+    none or one is empty or not a string."""
+    forms: list = []
+    for value in (row.get("reference"), row.get("answers")):
+        forms += value if isinstance(value, list) else [] if value is None else [value]
+    if not forms or any(not isinstance(f, str) or not f.strip() for f in forms):
+        raise DataError(f"{where}: id {row['id']!r}: empty or missing reference answer (reference "
+                        f"{row.get('reference')!r}, answers {row.get('answers')!r}); it cannot be scored")
+    return list(dict.fromkeys(forms))
+
+
 def load_predictions(pred_path: str | os.PathLike) -> list[dict]:
     """Rows of a predictions.jsonl, validated: a bad row raises DataError naming the line/id and the reason."""
     rows, seen = [], {}
@@ -172,10 +190,9 @@ def read_run_info(pred_path: str | os.PathLike) -> dict | None:
 
 def pixel_budget_of(run_info: dict | None) -> dict | None:
     """{"min_pixels", "max_pixels", "source"}: the range the model's images were resized into, from run_info.json
-    (the generation fingerprint, else the image processor's size); None when run_info does not say."""
+    (its pixel_budget, else the image processor's size of older runs); None when run_info does not say."""
     ri = run_info or {}
-    for source, d, lo, hi in (("fingerprint.pixel_budget", (ri.get("fingerprint") or {}).get("pixel_budget"),
-                               "min_pixels", "max_pixels"),
+    for source, d, lo, hi in (("pixel_budget", ri.get("pixel_budget"), "min_pixels", "max_pixels"),
                               ("image_processor.size", (ri.get("image_processor") or {}).get("size"),
                                "shortest_edge", "longest_edge")):
         if isinstance(d, Mapping) and d.get(lo) and d.get(hi):
@@ -262,6 +279,7 @@ class CocoSession:
 
     def meteor(self, gts: dict, res: dict) -> tuple[float, list[float]]:
         _java_check("meteor")
+        nlg.check_meteor_fields(gts, res)
         if self._meteor is None:
             from pycocoevalcap.meteor.meteor import Meteor
 
@@ -340,18 +358,20 @@ def _entry(per_sample: list[float], score: float | None = None, **extra) -> dict
 def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, session, n_boot,
                      seed, col: _Collector) -> tuple[dict, dict | None]:
     preds = [r["prediction"] for r in rows]
-    refs = [r["reference"] for r in rows]
+    refs = [r["references"] for r in rows]  # every accepted answer: best match per sample, multi-ref BLEU/CIDEr
+    first = [r[0] for r in refs]  # decides yes/no (accepted forms of one answer agree on it)
     ids = [r["id"] for r in rows]
-    per_sample = {m: TEXT_METRICS[m](preds, refs) for m in PER_SAMPLE_TEXT}
+    per_sample = {m: best_of(TEXT_METRICS[m], preds, refs) for m in PER_SAMPLE_TEXT}
 
     bert_info = None
     if bertscore_model:
         from eval.metrics.bertscore import bertscore_f1
 
-        got = col.run(["bertscore_f1"], lambda: bertscore_f1(preds, refs, model=bertscore_model,
+        fp, fr, owner = flatten(preds, refs)
+        got = col.run(["bertscore_f1"], lambda: bertscore_f1(fp, fr, model=bertscore_model,
                                                             num_layers=bertscore_layers))
         if got is not None:
-            per_sample["bertscore_f1"], bert_info = got
+            per_sample["bertscore_f1"], bert_info = best(got[0], owner, len(preds)), got[1]
 
     tok = col.run(COCO_METRICS, lambda: _tokenize(preds, refs, ids))
     out = {}
@@ -361,7 +381,7 @@ def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, se
         is_closed, is_open = sub_types == {"closed"}, sub_types == {"open"}
         # yes/no P/R/F1 only for yes/no questions (an open answer "no lesion" also starts with "no")
         yn_questions = all(infos[i]["closed_type"] == "yes_no" for i in idx)
-        all_yes_no = yn_questions and all(yes_no(refs[i]) is not None for i in idx)
+        all_yes_no = yn_questions and all(yes_no(first[i]) is not None for i in idx)
         res: dict = {"n": len(idx), "ids": [ids[i] for i in idx], "metrics": {}, "not_applicable": {}}
         mets = res["metrics"]
         for m, scores in per_sample.items():
@@ -370,7 +390,7 @@ def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, se
                 continue
             mets[m] = _entry([scores[i] for i in idx])
         if all_yes_no:
-            yn = closed.yes_no_prf([preds[i] for i in idx], [refs[i] for i in idx])
+            yn = closed.yes_no_prf([preds[i] for i in idx], [first[i] for i in idx])
             res["yes_no"] = yn
             for m, key in zip(YES_NO, ("precision", "recall", "f1")):
                 if yn[key] is None:
@@ -524,8 +544,7 @@ def evaluate_predictions(pred_path: str | os.PathLike, type_mapping, family=None
     text_rows = [r for r in rows if r["task"] != "grounding"]
     ground_rows = [r for r in rows if r["task"] == "grounding"]
     for r in text_rows:
-        if not isinstance(r.get("reference"), str) or not r["reference"].strip():
-            raise DataError(f"{pred_path}: id {r['id']!r}: empty or missing reference answer; it cannot be scored")
+        r["references"] = accepted_references(r, pred_path)
     col = _Collector(allow_missing)
     categories, bert_info, issues = {}, None, Counter()
     own = session is None

@@ -123,6 +123,12 @@ def test_pixel_budget_per_model_and_difference_flagged(tmp_path):
                                             "source": "run_info.json image_processor.size"}
     assert data["pixel_budget_warning"].startswith("WARNING")
 
+    from eval.evaluate import pixel_budget_of
+
+    assert pixel_budget_of({"pixel_budget": {"min_pixels": 1, "max_pixels": 2}, "image_processor": {"size": {
+        "shortest_edge": 3, "longest_edge": 4}}}) == {"min_pixels": 1, "max_pixels": 2,
+                                                     "source": "run_info.json pixel_budget"}
+    assert pixel_budget_of({"model": "m"}) is None
     same = {m: {**r, "pixel_budget": results["base"]["pixel_budget"]} for m, r in results.items()}
     assert pixel_budget_warning(same) is None
     unknown = {m: {**r, "pixel_budget": None if m == "stage2" else r["pixel_budget"]} for m, r in results.items()}
