@@ -72,7 +72,8 @@ def prediction_row(rec: dict, pred: str, enc, prompt_mode: str) -> dict:
             "question": human[-1].replace("<image>", "").strip() if human else "",
             "answer_type": meta.get("answer_type"), "task": meta.get("task", "vqa"), "dataset": meta.get("dataset"),
             "ref_boxes": meta.get("boxes") or [], "image_size": list(enc.image_sizes[0]) if enc.image_sizes else None,
-            "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode}
+            "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode,
+            **({"answers": meta["answers"]} if meta.get("answers") else {})}  # every accepted form (eval scores all)
 
 
 def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:

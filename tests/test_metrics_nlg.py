@@ -97,7 +97,7 @@ def test_empty_prediction_scores_zero_without_placeholder(coco):
 
 def test_ptb_alignment_survives_line_breaks():
     out = nlg.ptb_tokenize(["first\rline", "a|b", "second\u2028line\nthird", "", "Last."])
-    assert out == ["first line", "a b", "second line third", "", "last"]
+    assert out == ["first line", "a | b", "second line third", "", "last"]  # "|" untouched (#16.5)
 
 
 def test_missing_java_raises(monkeypatch, tmp_path):

@@ -5,7 +5,9 @@ Modules: normalize (answer normalisation, yes/no), text (string overlap), closed
 yes/no P/R/F1), nlg (ROUGE, pycocoevalcap BLEU/METEOR/CIDEr, nltk variants), bertscore, grounding (boxes),
 stats (bootstrap CI, paired tests), wordnet_setup (WordNet for nltk METEOR), errors (MetricUnavailable).
 
-`compute_all` is the one entry for text answers. A metric that cannot be computed raises
+`compute_all` is the one entry for text answers. A reference may be a list of accepted answers (references.py):
+per-sample metrics keep the best match over them, BLEU/METEOR/CIDEr score them as pycocoevalcap's multiple
+references. A metric that cannot be computed raises
 `MetricUnavailable` (default) or, with `allow_missing=True`, is listed under result["unavailable"] with
 its reason - never reported as 0.0.
 """
@@ -17,6 +19,7 @@ from typing import Callable, Iterable, Sequence
 
 from . import closed, nlg, text
 from .errors import MetricUnavailable
+from .references import best, best_of, flatten, ref_lists
 
 # Per-sample metrics: (preds, refs) -> list[float]; the reported score is their mean.
 TEXT_METRICS: dict[str, Callable[[Sequence[str], Sequence[str]], list[float]]] = {
@@ -51,10 +54,11 @@ _NOTES["cider"] = "pycocoevalcap CIDEr-D (x10); idf from the references scored t
 _NOTES["nltk_meteor"] = "mean of nltk per-sample METEOR (WordNet 3.0); not the jar's corpus METEOR"
 
 
-def compute_all(preds: Sequence[str], refs: Sequence[str], *, bertscore_model: str | None = None,
+def compute_all(preds: Sequence[str], refs: Sequence, *, bertscore_model: str | None = None,
                 bertscore_num_layers: int | None = None, include: Iterable[str] | None = None,
                 allow_missing: bool = False) -> dict:
-    """Compute text metrics for one set of (prediction, reference) pairs.
+    """Compute text metrics for one set of (prediction, reference) pairs; a reference is a string or a list of
+    accepted answers (best match per sample, multi-reference pycocoevalcap, see references.py).
 
     include: metric names (see ALL_METRICS); None means DEFAULT_METRICS, plus "bertscore_f1" when
       `bertscore_model` is given. Asking for "bertscore_f1" without a model is an error.
@@ -71,9 +75,7 @@ def compute_all(preds: Sequence[str], refs: Sequence[str], *, bertscore_model: s
     if BERTSCORE in names and not bertscore_model:
         raise ValueError("bertscore_f1 requested without bertscore_model (a hub name or a local directory, e.g. "
                          "eval.metrics.bertscore.default_local_bertscore_model())")
-    from ._checks import check_pairs
-
-    check_pairs(preds, refs)
+    lists = ref_lists(preds, refs)
     if not preds:
         raise ValueError("no samples to score")
 
@@ -91,7 +93,7 @@ def compute_all(preds: Sequence[str], refs: Sequence[str], *, bertscore_model: s
 
     for name in names:
         if name in TEXT_METRICS:
-            attempt([name], lambda name=name: {name: _per_sample_result(TEXT_METRICS[name](preds, refs))})
+            attempt([name], lambda name=name: {name: _per_sample_result(best_of(TEXT_METRICS[name], preds, refs))})
 
     coco = [m for m in names if m in COCO_METRICS]
     if coco:
@@ -115,8 +117,9 @@ def compute_all(preds: Sequence[str], refs: Sequence[str], *, bertscore_model: s
         from .bertscore import bertscore_f1
 
         def _bs() -> dict:
-            f1, info = bertscore_f1(preds, refs, model=bertscore_model, num_layers=bertscore_num_layers)
-            return {BERTSCORE: {**_per_sample_result(f1), "info": info}}
+            fp, fr, owner = flatten(preds, lists)
+            f1, info = bertscore_f1(fp, fr, model=bertscore_model, num_layers=bertscore_num_layers)
+            return {BERTSCORE: {**_per_sample_result(best(f1, owner, len(preds))), "info": info}}
 
         attempt([BERTSCORE], _bs)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Sequence
 
 
-def check_pairs(preds: Sequence[str], refs: Sequence[str], *, allow_empty_ref: bool = False) -> None:
+def check_pairs(preds: Sequence[str], refs: Sequence, *, allow_empty_ref: bool = False, multi: bool = False) -> None:
     """Raise if `preds`/`refs` are not equally long lists of strings.
 
+    `multi`: a reference may also be a non-empty list of strings (the accepted answers, references.py).
     An empty (or whitespace-only) reference is refused unless `allow_empty_ref`: a sample without a
     reference answer cannot be scored, and scoring it would inflate or deflate the mean silently.
     Empty predictions are allowed everywhere (a model may answer nothing; that answer is scored as wrong).
@@ -23,7 +24,13 @@ def check_pairs(preds: Sequence[str], refs: Sequence[str], *, allow_empty_ref: b
     for i, (p, r) in enumerate(zip(preds, refs)):
         if not isinstance(p, str):
             raise TypeError(f"sample {i}: prediction is {type(p).__name__}, expected str")
-        if not isinstance(r, str):
-            raise TypeError(f"sample {i}: reference is {type(r).__name__}, expected str")
-        if not allow_empty_ref and not r.strip():
-            raise ValueError(f"sample {i}: reference answer is empty; fix the data (a sample without a reference cannot be scored)")
+        forms = r if multi and isinstance(r, (list, tuple)) else [r]
+        if not forms:
+            raise ValueError(f"sample {i}: empty list of reference answers; fix the data")
+        for f in forms:
+            if not isinstance(f, str):
+                raise TypeError(f"sample {i}: reference is {type(f).__name__}, expected str"
+                                + (" or a list of str" if multi else ""))
+            if not allow_empty_ref and not f.strip():
+                raise ValueError(f"sample {i}: reference answer is empty; fix the data (a sample without a reference "
+                                 "cannot be scored)")

@@ -1,7 +1,9 @@
 """BERTScore F1 through the bert-score library, from a hub name or a local model directory.
 
 Why this wrapper: the anchors reported BERTScore 0.0 when the model failed to load. Here a model that
-cannot be loaded, a rescale baseline that does not exist (bert-score would only print a warning and return
+cannot be loaded, a checkpoint whose weights do not all load (transformers then initialises the missing ones
+at random and bert-score would return different numbers on every run: `_check_weights` reads transformers'
+loading report first), a rescale baseline that does not exist (bert-score would only print a warning and return
 unrescaled scores) or an unknown layer count raise `MetricUnavailable`; the returned info dict says which
 model, layer and rescaling produced the numbers so a table can state it.
 
@@ -82,16 +84,39 @@ def _baseline_file(model: str, lang: str, baseline_path: str | None) -> str:
     return baseline_path
 
 
+def _check_weights(model: str) -> None:
+    """Load the checkpoint as bert-score will and refuse it when transformers' loading report lists missing or
+    shape-mismatched weights. Missing pooler weights are allowed: bert-score reads hidden states only."""
+    from transformers import AutoModel, T5EncoderModel
+
+    source = model
+    if model.startswith("scibert"):
+        from bert_score.utils import cache_scibert
+
+        source = cache_scibert(model)
+    loader = T5EncoderModel if "t5" in model else AutoModel
+    _, report = loader.from_pretrained(source, output_loading_info=True)
+    missing = [k for k in report.get("missing_keys", ()) if not k.startswith("pooler.")]
+    bad = missing + [str(k) for k in report.get("mismatched_keys", ())] + list(report.get("error_msgs", ()))
+    if bad:
+        raise MetricUnavailable("bertscore", f"{model!r}: {len(bad)} weight(s) did not load from the checkpoint "
+                                             f"and would be random (e.g. {', '.join(bad[:3])}); fix the checkpoint "
+                                             "or use another model")
+
+
 @functools.lru_cache(maxsize=2)
 def _load(model: str, num_layers: int, device: str | None, lang: str, rescale: bool, baseline_path: str | None):
     """Build (and cache) a BERTScorer; any failure to load becomes MetricUnavailable with the cause."""
     if _is_local(model) and not Path(model).expanduser().is_dir():
         raise MetricUnavailable("bertscore", f"local model directory {model} does not exist")
     try:
+        _check_weights(model)
         from bert_score import BERTScorer
 
         scorer = BERTScorer(model_type=model, num_layers=num_layers, device=device, lang=lang,
                             rescale_with_baseline=rescale, baseline_path=baseline_path)
+    except MetricUnavailable:
+        raise
     except Exception as e:  # noqa: BLE001 - any load failure must surface as unavailable, never as a score
         raise MetricUnavailable("bertscore", f"could not load {model!r} (num_layers={num_layers}): "
                                              f"{type(e).__name__}: {e}") from e

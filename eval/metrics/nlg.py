@@ -6,9 +6,12 @@ well-formed input, keep their per-sample scores, and turn every backend failure 
 instead of a number.
 
 Tokenisation, stated per metric because scores depend on it:
-  * ROUGE-1 / ROUGE-L: rouge-score's default tokenizer: lowercase, every character outside [a-z0-9] is a
-    separator (so non-ASCII letters split words), Porter stemmer on tokens longer than 3 characters
-    (`use_stemmer=True`). F-measure per sample; the corpus score is the mean.
+  * ROUGE-1 / ROUGE-L: rouge-score with `UnicodeTokenizer` (below), not its default tokenizer, which deletes
+    every non-ASCII letter (an identical Chinese answer scored 0, "ﬁbrosis" vs "fibrosis" 0). Text is NFKC
+    normalised and lowercased; each CJK ideograph is one token (CJK is written without spaces); every other run
+    of letters/digits is a token. ASCII runs go through rouge-score's own tokenizer and Porter stemmer (tokens
+    longer than 3 characters), so plain English scores exactly as with the default tokenizer; non-ASCII words
+    are not stemmed. F-measure per sample; the corpus score is the mean.
   * BLEU-1..4, METEOR, CIDEr: Stanford PTBTokenizer as pycocoevalcap runs it (Java; lowercases, then
     removes the punctuation tokens listed in pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS), on
     predictions and references together in one JVM call. The METEOR jar then applies its own `-norm`.
@@ -24,22 +27,28 @@ Bleu, Cider and the METEOR jar all score an empty hypothesis 0 without error, an
 correctly contributes length 0 to BLEU's corpus brevity penalty. A placeholder token was rejected because it
 adds a fake hypothesis word: on a 3-sample corpus with one empty prediction it raised corpus BLEU-4 from
 0.247 to 0.307. What does break pycocoevalcap is a line break inside a string (PTBTokenizer runs with
--preserveLines, so "a\\rb" silently shifts every later sample onto the wrong reference) and "|" (METEOR's
-field separator); `_sanitize` replaces both with spaces, and a sentinel line checks the tokenizer's output
-is aligned. Empty references are refused (ValueError) before anything runs.
+-preserveLines, so "a\\rb" silently shifts every later sample onto the wrong reference): `_sanitize` replaces line
+breaks with spaces, and a sentinel line checks the tokenizer's output is aligned. A "|" is passed through untouched
+(scores equal unmodified pycocoevalcap): only the sequence "|||" is METEOR's field separator, and PTBTokenizer
+splits it into "| | |", so tokenized text never holds it. `coco_from_tokens` also accepts text tokenized
+elsewhere; METEOR refuses (MetricUnavailable naming the sample) any text that still holds "|||" rather than let
+the jar read it as an extra reference. Empty references are refused (ValueError) before anything runs.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
+import unicodedata
 import warnings
 from typing import Iterable, Sequence
 
 from ._checks import check_pairs
 from .errors import MetricUnavailable
 from .normalize import tokens
+from .references import Refs, flatten, ref_lists
 
 COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "cider")
 _SENTINEL = "alignment sentinel"  # PTB-tokenizes to itself; must come back as the last line
@@ -47,11 +56,30 @@ _SENTINEL = "alignment sentinel"  # PTB-tokenizes to itself; must come back as t
 
 # --------------------------------------------------------------------------- ROUGE (rouge-score)
 
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_PIECE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")  # one CJK ideograph, or a run of other letters/digits
+
+
+class UnicodeTokenizer:
+    """rouge-score tokenizer that keeps non-ASCII letters (rules in the module docstring)."""
+
+    def __init__(self):
+        from rouge_score import tokenizers
+
+        self._ascii = tokenizers.DefaultTokenizer(use_stemmer=True)
+
+    def tokenize(self, text: str) -> list[str]:
+        out: list[str] = []
+        for piece in _PIECE.findall(unicodedata.normalize("NFKC", text).lower()):
+            out += self._ascii.tokenize(piece) if piece.isascii() else [piece]
+        return out
+
+
 @functools.lru_cache(maxsize=1)
 def _rouge_scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], tokenizer=UnicodeTokenizer())
 
 
 def _rouge(preds, refs, key):
@@ -62,12 +90,12 @@ def _rouge(preds, refs, key):
 
 
 def rouge_l(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
-    """Per-sample ROUGE-L F-measure (rouge-score, Porter stemmer, default tokenizer)."""
+    """Per-sample ROUGE-L F-measure (rouge-score, `UnicodeTokenizer`: Porter stemmer on ASCII words)."""
     return _rouge(preds, refs, "rougeL")
 
 
 def rouge_1(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
-    """Per-sample ROUGE-1 F-measure (rouge-score, Porter stemmer, default tokenizer)."""
+    """Per-sample ROUGE-1 F-measure (rouge-score, `UnicodeTokenizer`: Porter stemmer on ASCII words)."""
     return _rouge(preds, refs, "rouge1")
 
 
@@ -83,8 +111,16 @@ def _require_java(metric: str) -> str:
 
 
 def _sanitize(text: str) -> str:
-    """Make one answer safe for pycocoevalcap's line/field protocols (see module docstring)."""
-    return " ".join(text.replace("|", " ").splitlines())
+    """One line per answer for PTBTokenizer's -preserveLines protocol (see module docstring)."""
+    return " ".join(text.splitlines())
+
+
+def check_meteor_fields(gts: dict, res: dict) -> None:
+    """Refuse text holding "|||", the METEOR jar's field separator (it would split into extra references)."""
+    for k in gts:
+        if any("|||" in t for t in list(gts[k]) + list(res[k])):
+            raise MetricUnavailable("meteor", f"sample {k}: text contains '|||', the METEOR jar's field separator; "
+                                              "tokenize with ptb_tokenize (it splits it) before scoring")
 
 
 def ptb_tokenize(texts: Sequence[str]) -> list[str]:
@@ -116,6 +152,7 @@ def _run_meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
     lock forever at garbage collection. We release it and stop the process ourselves.
     """
     _require_java("meteor")
+    check_meteor_fields(gts, res)
     from pycocoevalcap.meteor.meteor import Meteor
 
     try:
@@ -147,22 +184,26 @@ def _run_meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
         m.meteor_p.wait()
 
 
-def coco_tokenize_pairs(preds: Sequence[str], refs: Sequence[str]) -> tuple[dict, dict]:
+def coco_tokenize_pairs(preds: Sequence[str], refs: Refs) -> tuple[dict, dict]:
     """Validate and PTB-tokenize predictions and references in one JVM call.
 
-    Returns pycocoevalcap's input dicts (gts, res) = ({i: [ref tokens]}, {i: [pred tokens]}).
+    A reference may be a list of accepted answers (references.py): all of them go into the sample's list, the
+    multi-reference input pycocoevalcap's scorers take. Returns (gts, res) = ({i: [ref tokens, ...]},
+    {i: [pred tokens]}).
     """
-    check_pairs(preds, refs)
+    lists = ref_lists(preds, refs)
     if not preds:
         raise ValueError("no samples to score")
-    toks = ptb_tokenize(list(preds) + list(refs))
+    _, flat_refs, owner = flatten(preds, lists)
+    toks = ptb_tokenize(list(preds) + flat_refs)
     n = len(preds)
     res = {i: [toks[i]] for i in range(n)}
-    gts = {i: [toks[n + i]] for i in range(n)}
-    for i in range(n):
-        if not gts[i][0].strip():
-            raise ValueError(f"sample {i}: reference {refs[i]!r} is empty after PTB tokenization "
+    gts: dict = {i: [] for i in range(n)}
+    for k, i in enumerate(owner):
+        if not toks[n + k].strip():
+            raise ValueError(f"sample {i}: reference {flat_refs[k]!r} is empty after PTB tokenization "
                              "(only punctuation); it cannot be scored")
+        gts[i].append(toks[n + k])
     return gts, res
 
 
@@ -194,7 +235,7 @@ def coco_from_tokens(gts: dict, res: dict, metrics: Iterable[str] = COCO_METRICS
     return {m: out[m] for m in metrics}
 
 
-def coco_scores(preds: Sequence[str], refs: Sequence[str], metrics: Iterable[str] = COCO_METRICS) -> dict:
+def coco_scores(preds: Sequence[str], refs: Refs, metrics: Iterable[str] = COCO_METRICS) -> dict:
     """Corpus and per-sample BLEU-1..4, METEOR and CIDEr from pycocoevalcap, tokenized once.
 
     Returns {name: {"score": corpus score, "per_sample": list}} for the requested names.
