@@ -100,3 +100,10 @@ def test_per_sample_metrics_take_the_best_reference():
     assert out["exact_match"]["per_sample"] == [1.0, 1.0, 1.0]
     part = compute_all(["gi"], [["gastrointestinal", "gi tract"]], include=["word_f1", "word_precision"])
     assert part["word_f1"]["per_sample"] == [pytest.approx(2 / 3)] and part["word_precision"]["per_sample"] == [1.0]
+
+
+def test_training_validation_scores_every_accepted_answer():
+    from train.validation import generation_scores
+
+    scores = generation_scores(["gi", "pe"], [["gastrointestinal", "gi"], ["pulmonary embolism", "pe"]], ["open"] * 2)
+    assert scores["exact_match"] == 1.0 and scores["token_f1"] == 1.0

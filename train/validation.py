@@ -17,15 +17,17 @@ def _dist():
     return 0, 1
 
 
-def generation_scores(preds: list[str], refs: list[str], answer_types: list[str]) -> dict[str, float]:
-    """Exact match, closed-ended accuracy and token F1 (the eval suite's own metric functions)."""
+def generation_scores(preds: list[str], refs: list, answer_types: list[str]) -> dict[str, float]:
+    """Exact match, closed-ended accuracy and token F1: the eval suite's own metric functions and answer rule; a
+    reference may be a list of accepted answers (best match, as evaluation scores them)."""
     from eval.metrics.closed import closed_accuracy
+    from eval.metrics.references import best_of
     from eval.metrics.text import average as mean, exact_match, word_f1
 
-    out = {"exact_match": mean(exact_match(preds, refs)), "token_f1": mean(word_f1(preds, refs))}
+    out = {"exact_match": mean(best_of(exact_match, preds, refs)), "token_f1": mean(best_of(word_f1, preds, refs))}
     closed = [i for i, t in enumerate(answer_types) if t == "closed"]
     if closed:
-        out["closed_accuracy"] = mean(closed_accuracy([preds[i] for i in closed], [refs[i] for i in closed]))
+        out["closed_accuracy"] = mean(best_of(closed_accuracy, [preds[i] for i in closed], [refs[i] for i in closed]))
     return out
 
 
@@ -84,6 +86,6 @@ class GenerationValidator:
         order = sorted(by_idx)
         assert order == list(range(len(self.records))), "validation shards lost samples"
         preds = [by_idx[i] for i in order]
-        refs = [r["conversations"][-1]["value"] for r in self.records]
+        refs = [(r.get("meta") or {}).get("answers") or r["conversations"][-1]["value"] for r in self.records]
         types = [(r.get("meta") or {}).get("answer_type", "open") for r in self.records]
         return generation_scores(preds, refs, types)
