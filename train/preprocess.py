@@ -6,6 +6,8 @@ everywhere, so a sample that validates is a sample that trains and evaluates ide
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +108,32 @@ class VLProcessor:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._assistant_header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self._im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        # Record text is data, never markup: a special-token string in it ("<|im_end|>\n<|im_start|>assistant\n"
+        # in a question) is fenced by _plain and tokenized as plain characters; only the template's tokens are live.
+        # The fence is random and printable ASCII (json.dumps keeps it in box labels), so no record can forge it.
+        self._fence = f"<medvl-plain-{uuid.uuid4().hex}>"
+        specials = sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, specials))) if specials else None
 
     # -- pieces ---------------------------------------------------------------------------------
+    def _plain(self, text: str) -> str:
+        """Text from a record (or the user's system prompt) with each special-token string fenced as plain text."""
+        if self._special_re is None:
+            return text
+        return self._special_re.sub(lambda m: self._fence + m.group(0) + self._fence, text)
+
+    def _tokenize(self, text: str, grid, sample_id) -> list[int]:
+        """The rendered template -> ids: fenced pieces with special tokens split into ordinary tokens, the rest as
+        the tokenizer reads it (image slots expanded there only). Without a fence: one call, as before."""
+        pieces = text.split(self._fence)
+        live = self._expand_image_tokens(self._fence.join(pieces[0::2]), grid, sample_id).split(self._fence)
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            plain = i % 2 == 1
+            ids += self.tokenizer(piece if plain else live[i // 2], add_special_tokens=False,
+                                  split_special_tokens=plain)["input_ids"]
+        return ids
+
     def image_path(self, p: str, sample_id: Any = None) -> str:
         """A relative path is joined to image_root and must stay under it (`../../x` is refused unless
         allow_outside_root): a record must not make training read arbitrary files. Absolute paths are taken as
@@ -143,8 +169,9 @@ class VLProcessor:
         # checked against the decoded image: a record's image_size may be absent or wrong (1 px: rounding)
         if not (-1 <= x1 < x2 <= w + 1 and -1 <= y1 < y2 <= h + 1):
             raise SampleError(sample_id, "box_outside_image", f"{box['xyxy']} on the {w}x{h} image")
+        label = box.get("label") if with_label else None
         return box_to_text(self.family, [x1, y1, x2, y2], (w, h), input_sizes[0],
-                           box.get("label") if with_label else None)
+                           self._plain(label) if isinstance(label, str) else label)
 
     def answer_text(self, rec: dict, turn_value: str, image_sizes, input_sizes) -> str:
         """A grounding record's answer is its box, written in this family's format."""
@@ -165,7 +192,7 @@ class VLProcessor:
         conv = rec["conversations"]
         n_tags = sum(t["value"].count(REGION_TAG) for t in conv)
         if not n_tags:
-            return [t["value"] for t in conv]
+            return [self._plain(t["value"]) for t in conv]
         boxes = (rec.get("meta") or {}).get("boxes") or []
         if n_tags != len(boxes):
             raise SampleError(rec.get("id"), "region_tag_mismatch", f"{n_tags} {REGION_TAG} tags for {len(boxes)} boxes")
@@ -175,10 +202,10 @@ class VLProcessor:
         out = []
         for turn in conv:
             pieces = turn["value"].split(REGION_TAG)
-            text = pieces[0]
+            text = self._plain(pieces[0])
             for rest in pieces[1:]:
                 text += self.box_text(next(it), image_sizes, input_sizes, with_label=turn["from"] == "gpt",
-                                      sample_id=rec.get("id")) + rest
+                                      sample_id=rec.get("id")) + self._plain(rest)
             out.append(text)
         return out
 
@@ -189,7 +216,7 @@ class VLProcessor:
             conv = conv[:-1] if conv and conv[-1].get("from") == "gpt" else conv
         msgs = []
         if self.system_prompt is not DEFAULT_SYSTEM and self.system_prompt is not None:
-            msgs.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+            msgs.append({"role": "system", "content": [{"type": "text", "text": self._plain(self.system_prompt)}]})
         for i, turn in enumerate(conv):
             if turn["from"] == "human":
                 content = []
@@ -255,8 +282,7 @@ class VLProcessor:
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not train)
         except Exception as e:
             raise SampleError(sid, "chat_template_failed", f"{type(e).__name__}: {e}") from None
-        text = self._expand_image_tokens(text, grid, sid)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self._tokenize(text, grid, sid)
         n_img_tokens = sum(int(g.prod()) // self.merge ** 2 for g in grid) if grid is not None else 0
         if sum(1 for t in ids if t == self.image_token_id) != n_img_tokens:
             raise SampleError(sid, "image_token_count_mismatch")
