@@ -5,8 +5,12 @@
 # Optional: BATCH_SIZE (64 with a GPU, else 8), MAX_NEW_TOKENS (64), PROMPT_MODE default|custom + SYSTEM_PROMPT_FILE,
 #           NUM_WORKERS (encoding processes), COMPILE_VISION=1 (torch.compile the vision blocks),
 #           BERTSCORE_MODEL (name or local path) + BERTSCORE_LAYERS, GEN_ARGS / STAT_ARGS (extra flags),
-#           HTML=0 (skip RESULT_DIR/report.html), RUNS (training output folders for its curves; default: the adapters').
-# Reruns resume: ids already in predictions.jsonl are skipped.
+#           HTML=0 (skip RESULT_DIR/report.html), RUNS (training output folders for its curves; default: the adapters'),
+#           MIN_PIXELS / MAX_PIXELS: one image budget for every model, base and adapters alike (default: each
+#           checkpoint's / adapter's saved budget; eval.generate warns loudly when those differ between models),
+#           MAX_LEN (longest prompt; default the model's context), OVERWRITE=1 (start this run's models afresh).
+# Reruns resume: ids already in predictions.jsonl are skipped. A rerun with other settings (weights, budget, prompt,
+# decoding) is refused instead of mixed in: OVERWRITE=1 regenerates those models from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${MODELS:?set MODELS to space-separated name=CHECKPOINT[+ADAPTER...] specs}"
@@ -23,12 +27,19 @@ speed_args=()
 [ -n "${NUM_WORKERS:-}" ] && speed_args+=(--num_workers "$NUM_WORKERS")
 [ "${COMPILE_VISION:-0}" = 1 ] && speed_args+=(--compile_vision)
 [ -n "${SYSTEM_PROMPT_FILE:-}" ] && prompt_args+=(--system_prompt_file "$SYSTEM_PROMPT_FILE")
+# what both generation and perplexity must see alike: same prompt, image budget and length limit
+same_args=("${prompt_args[@]}")
+[ -n "${MIN_PIXELS:-}" ] && same_args+=(--min_pixels "$MIN_PIXELS")
+[ -n "${MAX_PIXELS:-}" ] && same_args+=(--max_pixels "$MAX_PIXELS")
+[ -n "${MAX_LEN:-}" ] && same_args+=(--max_len "$MAX_LEN")
+overwrite=()
+[ "${OVERWRITE:-0}" = 1 ] && overwrite+=(--overwrite)  # generation clears both outputs; perplexity then starts clean
 
 "$PY" -m eval.generate "${model_args[@]}" --test_data "$TEST_DATA" --out_dir "$PRED_DIR" \
-  --batch_size "${BATCH_SIZE:-8}" --max_new_tokens "${MAX_NEW_TOKENS:-64}" "${prompt_args[@]}" "${speed_args[@]}" \
-  ${GEN_ARGS:-}
+  --batch_size "${BATCH_SIZE:-8}" --max_new_tokens "${MAX_NEW_TOKENS:-64}" "${same_args[@]}" "${speed_args[@]}" \
+  "${overwrite[@]}" ${GEN_ARGS:-}
 "$PY" -m eval.perplexity "${model_args[@]}" --test_data "$TEST_DATA" --type_mapping "$TYPE_MAPPING" \
-  --out_dir "$PRED_DIR" --batch_size "${BATCH_SIZE:-8}" "${speed_args[@]}"
+  --out_dir "$PRED_DIR" --batch_size "${BATCH_SIZE:-8}" "${same_args[@]}" "${speed_args[@]}"
 stat_args=()
 [ -n "${BERTSCORE_MODEL:-}" ] && stat_args+=(--bertscore_model "$BERTSCORE_MODEL" ${BERTSCORE_LAYERS:+--bertscore_layers "$BERTSCORE_LAYERS"})
 [ "${HTML:-1}" != 0 ] && stat_args+=(--html --test_data "$TEST_DATA")

@@ -166,3 +166,21 @@ def test_encoder_bug_stops_and_names_the_record(tiny_models, tmp_path, workers):
     proc.encode = lambda r, train=True: (_ for _ in ()).throw(KeyError("boom")) if r["id"] == "r1" else real(r, train)
     with EncoderPool(proc, workers) as pool, pytest.raises(RuntimeError, match="encoding record 'r1' failed"):
         list(pool.batches(recs, 2))
+
+
+def test_models_at_different_pixel_budgets_are_flagged_and_one_budget_applies_to_all(tiny_models, tmp_path):
+    """#16.7: a checkpoint whose saved budget differs from another's is named in a warning; --min/--max_pixels
+    (run_eval's MIN_PIXELS / MAX_PIXELS) give every model the same budget."""
+    import shutil
+
+    from eval.generate import budget_warning
+
+    other = shutil.copytree(tiny_models["qwen2_vl"], tmp_path / "other")
+    cfg = json.loads((other / "preprocessor_config.json").read_text())
+    cfg["max_pixels"] = 56 * 56 * 2
+    cfg.setdefault("size", {})["longest_edge"] = 56 * 56 * 2
+    (other / "preprocessor_config.json").write_text(json.dumps(cfg))
+    specs = [ModelSpec.parse(f"base={tiny_models['qwen2_vl']}"), ModelSpec.parse(f"other={other}")]
+    warning = budget_warning(specs)
+    assert warning and "different pixel budgets" in warning and "other 3136-6272" in warning, warning
+    assert budget_warning(specs, max_pixels=112 * 112) is None
