@@ -36,7 +36,8 @@ def write_partial_fixture(root: Path, budgets=BUDGET) -> tuple[Path, Path]:
         d.mkdir(parents=True)
         (d / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(model)))
         lo, hi = budgets[model]
-        failed = {"q14": "unreadable_image: cannot identify image file", "q15": "over_length"} if model == "stage2" else {}
+        failed = ({"q14": "unreadable_image: cannot identify image file", "q15": "over_length"}
+                  if model == "stage2" else {})
         (d / "run_info.json").write_text(json.dumps({
             "family": "qwen2_vl", "model": model, "checkpoint": "ckpt", "adapters": [], "failed": failed,
             "image_processor": {"size": {"shortest_edge": lo, "longest_edge": hi}}}))
