@@ -307,7 +307,7 @@ def _options(values: Sequence[tuple[str, str]]) -> str:
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1b1b;background:#fafafa}
 header{background:#17324d;color:#fff;padding:14px 24px}header h1{margin:0 0 4px;font-size:22px}
-header p{margin:2px 0;color:#d8e3ee}nav a{color:#fff;margin-right:16px}
+header p{margin:2px 0;color:#d8e3ee}header p.warn{color:#17324d;background:#ffd60a;padding:4px 8px;font-weight:bold}nav a{color:#fff;margin-right:16px}
 section{padding:10px 24px 18px;border-bottom:1px solid #ddd}h2{margin:10px 0}
 .figs img{max-width:100%;border:1px solid #ddd;background:#fff;margin:4px 0}
 .tbls{display:flex;flex-wrap:wrap;gap:14px}.tbl{background:#fff;border:1px solid #ddd;padding:6px 10px;max-width:100%;overflow-x:auto}
@@ -378,12 +378,15 @@ CSP = (f"default-src 'none'; img-src data:; style-src {_sha256_source(CSS)}; scr
 def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[dict], images: list[str], info: dict,
                 plots: list, runs, title: str = "Model comparison report") -> str:
     """The page. plots: eval.plots.Plot list (embedded as they are); runs: eval.curves.TrainingRun list."""
-    from eval.tables import build_sections
+    from eval.tables import _budget_text, build_sections, pixel_budget_warning
 
     models = list(results)
     sections, notes = build_sections(results, comparisons)
+    # the pixel budget beside every model name: images resized differently make answers incomparable
+    budget = {m: f"{_budget_text(results[m].get('pixel_budget'))} px" for m in models}
+    budget_warning = pixel_budget_warning(results)
     legend = "".join(f'<span><span class="sw {SWATCH[MODEL_COLOURS[k % len(MODEL_COLOURS)]]}"></span>'
-                     f'{_e(m)}</span>' for k, m in enumerate(models))
+                     f'{_e(m)} <small>({_e(budget[m])})</small></span>' for k, m in enumerate(models))
     legend += f'<span><span class="sw {SWATCH[REFERENCE_COLOUR]}"></span>reference box (dashed)</span>'
     all_cats = []
     for s in samples:
@@ -429,9 +432,11 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
 <title>{_e(title)}</title><style>{CSS}</style></head>
 <body>
 <header><h1>{_e(title)}</h1>
-<p>models (the first is the base of the paired tests): {_e(", ".join(models))} · generated {_e(time.strftime("%Y-%m-%d %H:%M"))}</p>
+<p>models (the first is the base of the paired tests; min-max pixels each image was resized within):
+{_e(", ".join(f"{m} ({budget[m]})" for m in models))} · generated {_e(time.strftime("%Y-%m-%d %H:%M"))}</p>
 <nav><a href="#summary">summary</a><a href="#curves">training curves</a><a href="#gallery">gallery</a>
-<a href="#tables">tables</a><a href="#plots">plots</a><a href="#notes">notes</a></nav></header>
+<a href="#tables">tables</a><a href="#plots">plots</a><a href="#notes">notes</a></nav>
+{f'<p class="warn" id="budget-warning">{_e(budget_warning)}</p>' if budget_warning else ""}</header>
 <section id="summary"><h2>Summary</h2><div class="figs">{headline}</div></section>
 <section id="curves"><h2>Training curves</h2><div class="figs">{curves}</div></section>
 <section id="gallery"><h2>Gallery</h2>

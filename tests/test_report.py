@@ -252,3 +252,27 @@ def test_zero_image_size_draws_no_box_and_says_so(tmp_path):
     assert samples[0]["size"] is None and samples[1]["size"] == (200, 100)
     assert sorted(info["boxes_not_parsed"]) == ["m:z1", "m:z2", "reference:z2"]
     assert all("<rect" not in _card(s) for s in samples)
+
+
+def test_pixel_budget_beside_each_model_and_a_difference_flagged(report):
+    """#16.7: the report names each model's pixel budget (from run_info.json via the results) in the header and the
+    gallery legend, and leads with a warning when the models' budgets differ; no warning when they agree."""
+    import copy
+
+    from eval.report import gallery_samples, render_html
+    from data_process.io import read_records
+
+    records = read_records(report["test_json"])
+    pages = {}
+    for case, max_pixels in (("same", 1003520), ("different", 200704)):
+        results = copy.deepcopy(report["results"])
+        results["base"]["pixel_budget"] = {"min_pixels": 3136, "max_pixels": 1003520}
+        results["stage2"]["pixel_budget"] = {"min_pixels": 3136, "max_pixels": max_pixels}
+        samples, images, info = gallery_samples(results, records, progress=False)
+        pages[case] = render_html(results, {}, samples, images, info, [], [])
+    header = re.search(r"<header>.*?</header>", pages["different"], flags=re.S).group(0)
+    assert "base (3136-1003520 px)" in header and "stage2 (3136-200704 px)" in header
+    assert 'id="budget-warning"' in header and "different pixel budgets" in header
+    legend = re.search(r'<span class="legend">(.*?)</div>', pages["different"], flags=re.S).group(1)
+    assert "stage2 <small>(3136-200704 px)</small>" in legend
+    assert 'id="budget-warning"' not in pages["same"] and "stage2 (3136-1003520 px)" in pages["same"]
