@@ -75,6 +75,9 @@ class StageArguments:
     llm_lr: float | None = field(default=None, metadata={"help": "LR of LLM params (default: learning_rate)"})
     vision_lr: float | None = field(default=None, metadata={"help": "LR of vision-tower params, if any train"})
     resume: bool = field(default=False, metadata={"help": "resume from the last checkpoint in output_dir"})
+    trust_checkpoint: bool = field(default=False, metadata={
+        "help": "resume even from a checkpoint whose files do not match its manifest, or that has none (it is "
+                "unpickled: only for checkpoints you trust)"})
     tensorboard_dir: str | None = field(default=None, metadata={"help": "default: <output_dir>/tensorboard"})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "stop after this many evaluations without improvement of --metric_for_best_model (default eval_loss); "

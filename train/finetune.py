@@ -167,7 +167,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     from .collator import VLCollator, make_keepalive
     from .curriculum import build_plan
     from .packing import PackedCollator
-    from .checkpoints import last_complete_checkpoint
+    from .checkpoints import ManifestOnSave, last_complete_checkpoint, verify_checkpoint
     from .data import VLDataset, load_records
     from .loader import load_model_and_processor
     from .preprocess import DEFAULT_SYSTEM
@@ -251,7 +251,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
                                                         keepalive=keepalive)),
         chunked_loss=fargs.chunked_loss, loss_chunk=fargs.loss_chunk, vision_cache=vision_cache,
         processing_class=processor.tokenizer, family=family, group_lrs=group_lrs, validator=validator,
-        curriculum=curriculum, callbacks=[GroupLRCheck()] + ([early] if early else []))
+        curriculum=curriculum, callbacks=[GroupLRCheck(), ManifestOnSave()] + ([early] if early else []))
     if early:
         early.log_fn = trainer.log  # its state goes to TensorBoard and log_history
 
@@ -260,6 +260,8 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         resume = last_complete_checkpoint(out)  # not get_last_checkpoint: it takes a half-written one
         if rank0:
             log.info("resuming from %s", resume or "scratch (no checkpoint found)")
+        if resume:  # before the Trainer (or DeepSpeed) reads any of its files
+            verify_checkpoint(resume, sargs.trust_checkpoint)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(out))  # adapter (+ any fully trained modules) in safetensors
@@ -308,7 +310,11 @@ def _over_ranks(failed: dict) -> dict:
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     margs, dargs, sargs, targs, fargs = parse_args(argv)
-    summary = run(margs, dargs, sargs, targs, fargs)
+    from .checkpoints import UntrustedCheckpoint
+    try:
+        summary = run(margs, dargs, sargs, targs, fargs)
+    except UntrustedCheckpoint as e:
+        sys.exit(f"error: {e}")
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"stage {sargs.stage} done: adapter in {targs.output_dir}, TensorBoard logs in {summary['tensorboard_dir']}")
 
