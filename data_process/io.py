@@ -9,13 +9,14 @@ import codecs
 import contextlib
 import errno
 import glob
-import hashlib
 import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TextIO
+
+from medvl.files import sha256_file
 
 
 class DataError(ValueError):
@@ -118,13 +119,6 @@ def write_json_list(path: str | os.PathLike, rows: Iterable[Any]) -> int:
 SET_MANIFEST = "set.manifest.json"
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def write_json_set(out_dir: str | os.PathLike, objects: dict[str, Any]) -> None:
     """JSON files that belong together (data_trans' test.json + type_mapping.json + categories.json), so that no
@@ -143,7 +137,7 @@ def write_json_set(out_dir: str | os.PathLike, objects: dict[str, Any]) -> None:
             with _staged(out / name) as (f, tmp):
                 f.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
             staged[name] = tmp
-        write_json(out / SET_MANIFEST, {"written_together": {n: _sha256(t) for n, t in staged.items()}})
+        write_json(out / SET_MANIFEST, {"written_together": {n: sha256_file(t) for n, t in staged.items()}})
     except BaseException:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
@@ -162,7 +156,7 @@ def check_set(path: str | os.PathLike) -> None:
         listed = json.loads(manifest.read_text(encoding="utf-8"))["written_together"]
         if path.name not in listed:
             return
-        bad = [n for n, h in listed.items() if not (path.parent / n).is_file() or _sha256(path.parent / n) != h]
+        bad = [n for n, h in listed.items() if not (path.parent / n).is_file() or sha256_file(path.parent / n) != h]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise DataError(f"{manifest}: malformed set manifest; rerun the step that wrote {path.parent}") from None
     if bad:

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import socket
 import time
 from pathlib import Path
+
+from medvl.files import sha256_file
 
 OUTPUT_FILES = ("predictions.jsonl", "run_info.json", "perplexity.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -57,13 +58,6 @@ def clear_outputs(folder: Path) -> list[str]:
     return gone
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def weights_identity(path: str) -> dict:
     """A checkpoint or adapter dir: resolved path, sha256 of its config, and its weights: an adapter's by sha256
@@ -78,10 +72,10 @@ def weights_identity(path: str) -> dict:
             return {"path": path}
     adapter = (p / "adapter_config.json").exists()
     cfg = p / ("adapter_config.json" if adapter else "config.json")
-    ident = {"path": str(p.resolve()), cfg.name: _sha256(cfg) if cfg.exists() else None}
+    ident = {"path": str(p.resolve()), cfg.name: sha256_file(cfg) if cfg.exists() else None}
     weights = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES)
     if adapter:
-        ident["weights_sha256"] = {f.name: _sha256(f) for f in weights}
+        ident["weights_sha256"] = {f.name: sha256_file(f) for f in weights}
     else:
         ident["weights"] = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in weights}
     return ident

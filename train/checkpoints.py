@@ -13,13 +13,14 @@ it is no signature: a whole checkpoint folder from elsewhere can carry a matchin
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from medvl.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,6 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _files(checkpoint: Path) -> dict[str, Path]:
     return {p.relative_to(checkpoint).as_posix(): p for p in sorted(checkpoint.rglob("*"))
@@ -84,7 +78,7 @@ def _files(checkpoint: Path) -> dict[str, Path]:
 def write_manifest(checkpoint: str | Path) -> None:
     from data_process.io import write_json
     checkpoint = Path(checkpoint)
-    write_json(checkpoint / MANIFEST, {"sha256": {rel: _sha256(p) for rel, p in _files(checkpoint).items()}})
+    write_json(checkpoint / MANIFEST, {"sha256": {rel: sha256_file(p) for rel, p in _files(checkpoint).items()}})
 
 
 def manifest_problem(checkpoint: str | Path) -> str | None:
@@ -100,7 +94,7 @@ def manifest_problem(checkpoint: str | Path) -> str | None:
     for rel, p in have.items():
         if rel not in want:
             return f"{rel} is not in the manifest (added after the save)"
-        if p.is_symlink() or _sha256(p) != want[rel]:
+        if p.is_symlink() or sha256_file(p) != want[rel]:
             return f"{rel} differs from the manifest (changed after the save)"
     missing = sorted(set(want) - set(have))
     return f"{missing[0]} is missing (listed in the manifest)" if missing else None
