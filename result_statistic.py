@@ -40,8 +40,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_process.io import DataError
-from eval.metrics.errors import MetricUnavailable
+from medvl.jsonio import DataError
+from medvl.metrics.errors import MetricUnavailable
 
 
 def discover_models(pred_dir: Path, wanted: list[str] | None) -> dict[str, Path]:

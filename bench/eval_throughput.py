@@ -53,7 +53,7 @@ def _sync():
 
 def per_sample(model, processor, family, records, new_tokens, **_):
     """(a) the common loop: one record, one generate call."""
-    from train.validation import greedy_generate
+    from medvl.generation import greedy_generate
     out = []
     for r in records:
         out += greedy_generate(model, processor, [r], 1, new_tokens, return_ids=True, min_new_tokens=new_tokens)
@@ -78,7 +78,7 @@ def set_vision(model, variant: str) -> str:
     """(b)'s vision tower: "sdpa" (stock, one call per image per layer), "varlen" (one varlen call per layer), or
     "varlen+compile" (also torch.compile of the blocks, eval.generate --compile_vision). Returns a label."""
     from eval.fast_vision import prepare_vision
-    from train.models import vision_tower
+    from medvl.families import vision_tower
     visual = vision_tower(model)
     if variant == "sdpa":
         visual.config._attn_implementation = "sdpa"
@@ -106,7 +106,7 @@ def breakdown(model, processor, family, records, new_tokens, batch_size, pool) -
     """Seconds for each part of (b), run on their own."""
     from eval.generate import vision_dtype
     from eval.prompt_batches import prompt_batches
-    from train.validation import generate_batch
+    from medvl.generation import generate_batch
 
     dt = vision_dtype(model)
     t_enc, _, batches = timed(lambda: list(prompt_batches(processor, records, batch_size, pool=pool, pixel_dtype=dt)))
@@ -147,7 +147,7 @@ def main(argv=None):
 
     from bench.random_checkpoint import build
     from eval.prompt_batches import EncoderPool
-    from train.loader import load_model_and_processor, load_processor
+    from medvl.loading import load_model_and_processor, load_processor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tmp = Path(tempfile.mkdtemp())

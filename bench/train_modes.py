@@ -1,7 +1,7 @@
 """Training modes on one GPU, Stage 2: bf16 LoRA vs 4-bit QLoRA vs QLoRA + 8-bit AdamW, same data, same 20 steps.
 
 The Qwen2-VL-7B architecture with random weights (bench/configs/qwen2_vl_7b.json), written to local disk once and
-loaded through the product loader (train/loader.py: --quantization 4bit = NF4 + double quantization, bf16 compute,
+loaded through the product loader (medvl/loading.py: --quantization 4bit = NF4 + double quantization, bf16 compute,
 vision tower and LM head kept bf16), LoRA r16 on the LLM's attention + FFN by train/adapters.apply_stage (the Stage-2
 preset), trained by VLTrainer with its per-group optimizer (fused AdamW, or bitsandbytes' 8-bit AdamW), gradient
 checkpointing, padded batches of 8 (images 448-560 px, bench/train_throughput.make_records). The same seed gives every
@@ -41,7 +41,7 @@ def bitsandbytes_runs_here(ckpt: str, probe: bool) -> str | None:
     try:
         import bitsandbytes  # noqa: F401
         if probe:
-            from train.loader import load_model_and_processor
+            from medvl.loading import load_model_and_processor
             model, _, _ = load_model_and_processor(ckpt, dtype="float32", quantization="4bit")
             del model
         return None
@@ -54,7 +54,7 @@ def train_variant(name: str, model, processor, family, records, a, device) -> di
 
     from bench.train_throughput import _timed
     from train.adapters import apply_stage, trainable_summary
-    from train.collator import VLCollator
+    from medvl.collate import VLCollator
     from train.config import StageArguments
     from train.data import VLDataset
     from train.trainer import VLTrainer
@@ -116,7 +116,7 @@ def main(argv=None):
     import transformers
 
     from bench.train_throughput import make_records
-    from train.loader import load_model_and_processor, load_processor
+    from medvl.loading import load_model_and_processor, load_processor
 
     tmpdir = tempfile.TemporaryDirectory()
     a.tmp = Path(tmpdir.name)

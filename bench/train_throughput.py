@@ -160,11 +160,11 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     from transformers import Trainer, TrainingArguments
 
     from train.adapters import apply_stage
-    from train.collator import VLCollator
+    from medvl.collate import VLCollator
     from train.config import SpeedArguments, StageArguments
     from train.data import VLDataset
-    from train.models import resolve_modules
-    from train.packing import PackedCollator
+    from medvl.families import resolve_modules
+    from medvl.packing import PackedCollator
     from train.trainer import VLTrainer
 
     name, batch = parse_variant(spec, args)
@@ -248,9 +248,9 @@ def loss_check(model_builder, records, stage: int, tmp: Path) -> dict:
     from transformers import TrainingArguments
 
     from train.adapters import apply_stage
-    from train.collator import VLCollator
+    from medvl.collate import VLCollator
     from train.config import StageArguments
-    from train.packing import PackedCollator
+    from medvl.packing import PackedCollator
     from train.trainer import VLTrainer
 
     model, processor, family = model_builder(attn="medvl_varlen")
@@ -273,7 +273,7 @@ def loss_check(model_builder, records, stage: int, tmp: Path) -> dict:
 
 def dataloader_rate(processor, records, n: int = 48) -> dict:
     """CPU side, one worker: decode + resize + tokenise + collate, samples/s."""
-    from train.collator import VLCollator
+    from medvl.collate import VLCollator
     from train.data import VLDataset
     ds = VLDataset(records[:n], processor)
     col = VLCollator(processor.pad_token_id, processor.image_token_id)
@@ -300,16 +300,16 @@ def main(argv=None):
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON here
     a = p.parse_args(argv)
 
-    from train.models import get_family
-    from train.preprocess import DEFAULT_SYSTEM, VLProcessor
-    from train.varlen_attention import register
+    from medvl.families import get_family
+    from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
+    from medvl.varlen_attention import register
 
     register()
     device = torch.device("cuda" if torch.cuda.is_available() and not a.tiny else "cpu")
     tmpdir = tempfile.TemporaryDirectory()
     a.tmp = Path(tmpdir.name)
     if a.tiny:
-        from train.loader import load_model_and_processor
+        from medvl.loading import load_model_and_processor
         from train.tiny_model import build_tiny_model
         ckpt = build_tiny_model("qwen2_vl", a.tmp / "tiny")
 

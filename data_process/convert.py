@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import llava_med, med_grit, medpix, pathvqa, slake, vqa_med2019, vqa_rad
-from .convert_common import add_common_arguments, run_cli
+from data_process import llava_med, med_grit, medpix, pathvqa, slake, vqa_med2019, vqa_rad
+from data_process.convert_common import add_common_arguments, run_cli
 
 CONVERTERS = {
     "vqa_rad": (vqa_rad, True),

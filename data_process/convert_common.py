@@ -32,8 +32,8 @@ from medvl import answers
 from medvl.answers import infer_answer_type, is_choice_answer  # noqa: F401  (converters import them from here)
 from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
 
-from .io import BadLine, DataError, WriteError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
-from .schema import IMAGE_TAG, REGION_TAG, make_record
+from medvl.jsonio import BadLine, DataError, WriteError, iter_jsonl, read_json, write_json, write_json_list, write_jsonl
+from medvl.schema import IMAGE_TAG, REGION_TAG, make_record
 
 # --------------------------------------------------------------------------------------------------------- report
 
@@ -435,11 +435,6 @@ def reserved_tag_problem(*texts: str) -> str | None:
     so the record is rejected at conversion (reserved_tag_in_text) rather than refused later."""
     found = [t for t in (IMAGE_TAG, REGION_TAG) if any(t in x for x in texts)]
     return f"text holds {' and '.join(found)}" if found else None
-
-
-def strip_image_tags(text: str) -> tuple[str, int]:
-    n = text.count(IMAGE_TAG)
-    return (re.sub(rf"\s*{re.escape(IMAGE_TAG)}\s*", "\n", text).strip() if n else text), n
 
 
 # --------------------------------------------------------------------------------------------------------- CLI

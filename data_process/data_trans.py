@@ -5,7 +5,7 @@
 
 type_mapping.json is a flat lookup `{id: {"answer_type", "closed_type" (closed only), "dataset", <native category>}}`;
 categories.json holds the counts per dataset and category (kept apart so the mapping holds nothing but ids).
-The three are written as one set, with `set.manifest.json` (their sha256): every reader (data_process.io) refuses a
+The three are written as one set, with `set.manifest.json` (their sha256): every reader (medvl.jsonio) refuses a
 set that a kill left half-replaced, naming the files, instead of pairing a new test.json with an old mapping.
 Native categories: VQA-RAD `question_type` (canonical, combinations joined with ", "), SLAKE `content_type`,
 VQA-Med 2019 `category`; other datasets pass their `question_type` when they have one.
@@ -25,50 +25,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medvl.answers import yes_no
-from medvl.categories import closed_type
-
-from .convert_common import strip_image_tags
-from .io import DataError, read_records, write_json_set
-from .schema import record_problems
-
-NATIVE_KEY = {"vqa_rad": "question_type", "slake": "content_type", "vqa_med2019": "category"}
-
-
-def _native_tags(meta: dict) -> set[str]:
-    """Lower-case native category labels of a record (a VQA-RAD combination gives several)."""
-    tags = set(t.lower() for t in meta.get("question_types") or [])
-    for key in ("question_type", "content_type", "category"):
-        value = meta.get(key)
-        if isinstance(value, str):
-            tags |= {t.strip().lower() for t in value.split(",") if t.strip()}
-    return tags
-
-
-def _qa(record: dict) -> tuple[str, str]:
-    turns = record.get("conversations") or []
-    question = next((t["value"] for t in turns if t.get("from") == "human"), "")
-    answer = next((t["value"] for t in reversed(turns) if t.get("from") == "gpt"), "")
-    return strip_image_tags(question)[0], answer
-
-
-def categorize(record: dict) -> dict:
-    """{"answer_type", "closed_type" (closed only), "dataset", native category}: pure, the rules of the module doc."""
-    meta = record.get("meta") or {}
-    question, answer = _qa(record)
-    answer_type = str(meta.get("answer_type") or "").lower()
-    if answer_type not in ("closed", "open"):
-        answer_type = "closed" if yes_no(answer) is not None else "open"
-    dataset = meta.get("dataset") or "unknown"
-    out = {"answer_type": answer_type}
-    if answer_type == "closed":
-        out["closed_type"] = closed_type(question, answer, _native_tags(meta))
-    out["dataset"] = dataset
-    key = NATIVE_KEY.get(dataset, "question_type")
-    if meta.get(key) is not None:
-        out[key] = meta[key]
-    return out
-
+from medvl.categories import NATIVE_KEY, categorize
+from medvl.jsonio import DataError, read_records, write_json_set
+from medvl.schema import record_problems
 
 def summarize(mapping: dict[str, dict]) -> dict:
     """Counts per dataset: answer_type, closed_type and the native category."""

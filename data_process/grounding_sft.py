@@ -6,7 +6,7 @@ Per image (records of the same image are grouped; their boxes are merged and ded
   region_classification  "What is in the region <region>?" -> "liver"                  (meta.task = "region_classification")
 
 No box text is written here: a grounding answer is rendered from meta.boxes, and `<region>` is replaced by the box,
-both in the model family's own format at encode time (train/preprocess.py through train/models.box_to_text). So the
+both in the model family's own format at encode time (medvl/encoding.py through medvl.families.box_to_text). So the
 same file trains Qwen2-VL (0-1000 relative `<|box_start|>(x1,y1),(x2,y2)<|box_end|>`) and Qwen2.5-VL (JSON bbox_2d in
 pixels of the resized input) correctly. Boxes stay in absolute pixels of the original image.
 
@@ -31,9 +31,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .convert_common import Report, clean_text, summary_text, write_outputs
-from .io import DataError, read_records
-from .schema import REGION_TAG, image_list, make_record
+from data_process.convert_common import Report, clean_text, summary_text, write_outputs
+from medvl.jsonio import DataError, read_records
+from medvl.schema import REGION_TAG, image_list, make_record
 
 TASKS = ("grounding", "region_classification")
 TEMPLATES = {

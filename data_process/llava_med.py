@@ -26,10 +26,10 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from .convert_common import (IdRegistry, ImageResolver, Report, expand_inputs, module_main, progress, resolve_split,
-                             strip_image_tags)
-from .io import BadLine, DataError, iter_records
-from .schema import IMAGE_TAG, ROLES
+from data_process.convert_common import (IdRegistry, ImageResolver, Report, expand_inputs, module_main, progress,
+                                         resolve_split)
+from medvl.jsonio import BadLine, DataError, iter_records
+from medvl.schema import IMAGE_TAG, ROLES, strip_image_tags
 
 DATASET = "llava_med"
 KINDS = {"alignment": "caption", "instruct": "conversation"}

@@ -1,7 +1,7 @@
 """Text generation backends for data recipes: a local checkpoint through transformers, or an OpenAI-compatible
 chat-completions endpoint over HTTP. Both take a list of prompts and return one completion per prompt, in order.
 
-Local: a Qwen-VL checkpoint goes through the project's loader and encoding path (train/loader.py, train/preprocess.py,
+Local: a Qwen-VL checkpoint goes through the project's loader and encoding path (medvl/loading.py, medvl/encoding.py,
 greedy batched decoding of train/validation.py; the prompt is a text-only user turn); any other checkpoint through
 AutoModelForCausalLM with its tokenizer's chat template. Greedy decoding: the same data for the same checkpoint.
 
@@ -44,14 +44,14 @@ class LocalBackend:
         self.path, self.max_new_tokens, self.batch_size = path, max_new_tokens, batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        from train.models import get_family
+        from medvl.families import get_family
         try:
             get_family(config)
             self.kind = "qwen_vl"
         except ValueError:
             self.kind = "causal_lm"
         if self.kind == "qwen_vl":
-            from train.loader import load_model_and_processor
+            from medvl.loading import load_model_and_processor
             self.model, self.processor, _ = load_model_and_processor(path, dtype=dtype, max_len=10 ** 9,
                                                                      trust_remote_code=trust_remote_code)
             self.tokenizer = self.processor.tokenizer
@@ -74,8 +74,8 @@ class LocalBackend:
 
     def generate(self, prompts: list[str]) -> list[str]:
         if self.kind == "qwen_vl":
-            from train.validation import greedy_generate
-            from .schema import make_record
+            from medvl.generation import greedy_generate
+            from medvl.schema import make_record
             records = [make_record(f"prompt-{i}", None, p, "-", {}) for i, p in enumerate(prompts)]
             return greedy_generate(self.model, self.processor, records, self.batch_size, self.max_new_tokens)
         return self._generate_causal(prompts)

@@ -39,9 +39,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from .convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, infer_answer_type,
+from data_process.convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, infer_answer_type,
                              module_main, progress, read_json_list, resolve_split)
-from .schema import REGION_TAG, make_record
+from medvl.schema import REGION_TAG, make_record
 
 DATASET = "med_grit"
 SCALE = 1000

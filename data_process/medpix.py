@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .convert_common import convert_hf_table, infer_answer_type, module_main
+from data_process.convert_common import convert_hf_table, infer_answer_type, module_main
 
 DATASET = "medpix"
 

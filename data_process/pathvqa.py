@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .convert_common import convert_hf_table, module_main, yes_no
+from data_process.convert_common import convert_hf_table, module_main, yes_no
 
 DATASET = "pathvqa"
 

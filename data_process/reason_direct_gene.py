@@ -34,8 +34,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import DataError, WriteError, read_records, write_json
-from .schema import IMAGE_TAG, REGION_TAG, record_problems
+from medvl.jsonio import DataError, WriteError, read_records, write_json
+from medvl.schema import IMAGE_TAG, REGION_TAG, record_problems
 
 log = logging.getLogger("data_process.reason_direct_gene")
 
@@ -128,7 +128,7 @@ def _rows(path: Path) -> list[dict]:
 def run(records: list, backend, out_dir: str | os.PathLike, batch_size: int = 8, kinds=KINDS,
         progress: bool = True) -> dict:
     """Generate, check and append; returns the report (also written to out_dir/report.json)."""
-    from eval.generate import completed_ids  # the predictions file's resume rule: ids done, a cut last line dropped
+    from medvl.jsonio import completed_ids  # the predictions file's resume rule: ids done, a cut last line dropped
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
     if not kinds or any(k not in KINDS for k in kinds):
         p.error(f"--kinds must be a subset of {','.join(KINDS)}")
-    from .llm_backends import GenerationError, HTTPBackend, LocalBackend, RetryPolicy
+    from data_process.llm_backends import GenerationError, HTTPBackend, LocalBackend, RetryPolicy
     try:
         records = [r for path in a.input for r in read_records(path)][: a.limit]
         if a.endpoint:

@@ -24,10 +24,10 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from .convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, module_main,
+from data_process.convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, module_main,
                              progress, read_json_list, reserved_tag_problem, resolve_split)
-from .io import DataError, read_json
-from .schema import make_record
+from medvl.jsonio import DataError, read_json
+from medvl.schema import make_record
 
 DATASET = "slake"
 BOX_TOLERANCE = 1.0  # px: annotation tools round outward; beyond this a box does not belong to the image

@@ -3,7 +3,7 @@
 The project ships no third-party data. This module draws procedural images of three "modalities"
 (CT-like, MRI-like, X-ray-like) that differ globally in layout, brightness and colour tint, half of them with
 a bright disc ("lesion") placed wholly inside one quadrant, and writes them with records in the one schema
-(data_process/schema.py):
+(medvl/schema.py):
 
     DIR/images/synth-<split>-<idx>.png   RGB PNG, size x size
     DIR/stage1_captions.json             one caption record per *train* image (Stage 1, concept alignment)
@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_process.io import DataError, atomic_write_text, write_json
-from data_process.schema import make_record, record_problems
+from medvl.jsonio import DataError, atomic_write_text, write_json
+from medvl.schema import make_record, record_problems
 
 MODALITIES = ("CT", "MRI", "X-ray")
 QUADRANTS = (("upper", "left"), ("upper", "right"), ("lower", "left"), ("lower", "right"))
@@ -213,7 +213,7 @@ def _readme(args: dict, counts: dict) -> str:
         f"exceeds {BACKGROUND_MAX}) of radius ~size/10, wholly inside one quadrant (upper/lower x left/right).",
         "left/right/upper/lower are sides of the image as displayed (viewer's side), not the patient's side.",
         "",
-        "Records (LLaVA-style schema, data_process/schema.py; image paths are absolute):",
+        "Records (LLaVA-style schema, medvl/schema.py; image paths are absolute):",
         "  stage1_captions.json - one caption per TRAIN image ('Describe the image.' -> 'A CT image with a lesion in the",
         "                         upper left.'); val/test images get no caption so they stay unseen in training.",
         "  train/val/test.json  - per image, single-turn questions with ids <image id>-q<k>:",

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from medvl.paths import MAX_IMAGE_BYTES
 
-from .io import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
-from .schema import record_problems
+from medvl.jsonio import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
+from medvl.schema import record_problems
 
 
 @dataclass
@@ -58,8 +58,8 @@ class ValidationReport:
 
 def iter_valid(records: Iterable, processor, rep: ValidationReport) -> Iterator[dict]:
     """Yield the records that pass, counting every input (kept or rejected with its reason) in `rep`.
-    `processor` is a train.preprocess.VLProcessor, or None to check structure only (no image decode)."""
-    from train.preprocess import SampleError
+    `processor` is a medvl.encoding.VLProcessor, or None to check structure only (no image decode)."""
+    from medvl.encoding import SampleError
 
     seen: set = set()
     for i, rec in enumerate(records):
@@ -88,7 +88,7 @@ def iter_valid(records: Iterable, processor, rep: ValidationReport) -> Iterator[
 
 
 def validate_records(records: Iterable, processor, progress: bool = True) -> tuple[list[dict], ValidationReport]:
-    """(clean records, report). `processor` is a train.preprocess.VLProcessor (None: structure only)."""
+    """(clean records, report). `processor` is a medvl.encoding.VLProcessor (None: structure only)."""
     rep = ValidationReport()
     kept = list(iter_valid(tqdm(records, desc="validate", disable=not progress, mininterval=2), processor, rep))
     rep.check()
@@ -119,7 +119,7 @@ def main(argv=None):
 
     processor = None
     if not a.schema_only:
-        from train.loader import load_processor
+        from medvl.loading import load_processor
 
         processor = load_processor(a.model, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
                                    image_root=a.image_root, truncation=a.truncation,

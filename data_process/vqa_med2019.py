@@ -28,10 +28,10 @@ import argparse
 import re
 from pathlib import Path
 
-from .convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, infer_answer_type,
+from data_process.convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, infer_answer_type,
                              module_main, progress, reserved_tag_problem, resolve_split)
-from .io import DataError
-from .schema import make_record
+from medvl.jsonio import DataError
+from medvl.schema import make_record
 
 DATASET = "vqa_med2019"
 CATEGORIES = ("modality", "plane", "organ", "abnormality")

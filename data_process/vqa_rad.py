@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 
-from .convert_common import (IdRegistry, ImageResolver, Report, canonical_split, clean_text, expand_inputs,
+from data_process.convert_common import (IdRegistry, ImageResolver, Report, canonical_split, clean_text, expand_inputs,
                              module_main, progress, read_json_list, reserved_tag_problem, resolve_split)
-from .schema import make_record
+from medvl.schema import make_record
 
 DATASET = "vqa_rad"
 QUESTION_TYPES = ("PRES", "POS", "ABN", "OTHER", "MODALITY", "SIZE", "PLANE", "ATTRIB", "ORGAN", "COLOR", "COUNT")

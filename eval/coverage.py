@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from data_process.io import DataError
+from medvl.jsonio import DataError
 
 ALLOW_FLAG = "--allow_partial"
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from data_process.io import DataError, read_json
+from medvl.jsonio import DataError, read_json
 
 EVENTS_GLOB = "events.out.tfevents.*"
 

@@ -25,7 +25,7 @@ missing there falls back to the prediction row's answer_type and data_trans' clo
 under result["data_issues"].
 
 Several accepted answers (a row's `reference` may be a list; `answers` holds the record's meta.answers, e.g.
-VQA-Med 2019 alternatives; eval.metrics.references): per-sample metrics keep the best match over them, BLEU /
+VQA-Med 2019 alternatives; medvl.metrics.references): per-sample metrics keep the best match over them, BLEU /
 METEOR / CIDEr get them all as pycocoevalcap's multiple references, the first decides yes/no.
 
 Which metric where (decided, and stated in the tables):
@@ -46,8 +46,8 @@ tokenized subset; METEOR runs in one JVM per model (or one for all models, see `
 compute_score is called per category (the jar's EVAL is stateless: same numbers as a fresh JVM).
 
 Grounding: boxes are parsed with the model family's own format (family from run_info.json unless given),
-converted to pixels of the original image (train.models.parse_boxes), and compared with the best-matching
-reference box (highest IoU over the sample's reference boxes, eval.metrics.grounding.best_reference). The first
+converted to pixels of the original image (medvl.families.parse_boxes), and compared with the best-matching
+reference box (highest IoU over the sample's reference boxes, medvl.metrics.grounding.best_reference). The first
 predicted box is the answer; an unparsable or degenerate box counts as missing. Reported: box rate, mean IoU
 counting a missing box as 0 (headline), mean IoU over boxed samples only (biased, labelled), IoU > 0.5 rate,
 centre inclusion rate, position match (samples whose label names a side or level), centre point error (boxed
@@ -68,13 +68,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tqdm import tqdm
 
-from data_process.io import DataError, iter_jsonl, read_json
+from medvl.jsonio import DataError, iter_jsonl, read_json
 from eval import coverage
-from eval.metrics import COCO_METRICS, DEFAULT_METRICS, TEXT_METRICS, closed, grounding, nlg, stats
-from eval.metrics.errors import MetricUnavailable
-from eval.metrics.normalize import yes_no
-from eval.metrics.references import best, best_of, flatten
-from eval.metrics.text import average
+from medvl.metrics import COCO_METRICS, DEFAULT_METRICS, TEXT_METRICS, closed, grounding, nlg, stats
+from medvl.metrics.errors import MetricUnavailable
+from medvl.metrics.normalize import yes_no
+from medvl.metrics.references import best, best_of, flatten
+from medvl.metrics.text import average
 from medvl.categories import closed_type  # the rule type_mapping.json was written with
 
 CLOSED_TYPES = ("yes_no", "modality", "position", "general")
@@ -98,7 +98,7 @@ NATIVE_FIELDS = ("question_type", "content_type", "category")
 # name -> (label, higher is better, definition). The one list tables and plots read.
 METRIC_INFO: dict[str, tuple[str, bool, str]] = {
     "closed_accuracy": ("closed accuracy", True, "closed questions: yes/no answers matched by meaning "
-                        "(eval.metrics.normalize.yes_no), others by exact match after normalisation"),
+                        "(medvl.metrics.normalize.yes_no), others by exact match after normalisation"),
     "yes_no_precision": ("yes/no precision", True, "precision of the class 'yes'; an answer neither yes nor no "
                          "counts as the wrong answer"),
     "yes_no_recall": ("yes/no recall", True, "recall of the class 'yes'"),
@@ -134,7 +134,7 @@ METRIC_INFO: dict[str, tuple[str, bool, str]] = {
     "centre_inclusion_rate": ("centre inclusion", True, "share whose predicted box centre lies in the reference box"),
     "position_match_rate": ("position match", True, "share of samples whose reference label names a side or level "
                             "(left/right, upper/lower, centre) where the predicted box lies there by image thirds "
-                            "(eval.metrics.grounding.position_match; missing box = miss); left/right are the "
+                            "(medvl.metrics.grounding.position_match; missing box = miss); left/right are the "
                             "patient's side except for the viewer-side datasets named in the notes"),
     "mean_centre_point_error_px_boxed_only": ("centre error px (boxed only)", False, "mean distance in pixels of "
                                               "the original image between box centres, boxed samples only"),
@@ -202,7 +202,7 @@ def pixel_budget_of(run_info: dict | None) -> dict | None:
 
 def resolve_family(family, run_info: dict | None, pred_path):
     """ModelFamily from an explicit name/object, else run_info.json's "family"; None when neither says."""
-    from train.models import ModelFamily, get_family
+    from medvl.families import ModelFamily, get_family
 
     if isinstance(family, ModelFamily):
         return family
@@ -365,7 +365,7 @@ def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, se
 
     bert_info = None
     if bertscore_model:
-        from eval.metrics.bertscore import bertscore_f1
+        from medvl.metrics.bertscore import bertscore_f1
 
         fp, fr, owner = flatten(preds, refs)
         got = col.run(["bertscore_f1"], lambda: bertscore_f1(fp, fr, model=bertscore_model,
@@ -398,7 +398,7 @@ def _text_categories(rows, infos, cats, *, bertscore_model, bertscore_layers, se
                 else:
                     mets[m] = {"score": float(yn[key]), "per_sample": None}
         else:
-            why = ("a reference is not an English yes/no word (eval.metrics.normalize.yes_no)" if yn_questions
+            why = ("a reference is not an English yes/no word (medvl.metrics.normalize.yes_no)" if yn_questions
                    else "only for categories of yes/no questions")
             for m in YES_NO:
                 res["not_applicable"][m] = why
@@ -459,7 +459,7 @@ def _position_match(rows: list[dict], preds: list, mapping: dict[str, dict]) -> 
 
 def _grounding_category(rows: list[dict], family, *, n_boot: int, seed: int, pred_path,
                         mapping: dict[str, dict]) -> dict:
-    from train.models import parse_boxes
+    from medvl.families import parse_boxes
 
     if family is None:
         raise DataError(f"{pred_path}: grounding predictions need the model family (pass family= or keep "

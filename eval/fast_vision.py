@@ -1,7 +1,7 @@
 """Inference speed of the vision tower, the largest GPU cost of short-answer evaluation (measured: ~45% of the
 GPU time for 8-token answers on 448-560 px images, bench/RESULTS.md).
 
-- varlen attention: all images of a batch in one attention call per layer (train/varlen_attention.py), on CUDA.
+- varlen attention: all images of a batch in one attention call per layer (medvl/varlen_attention.py), on CUDA.
 - compile (opt-in, `--compile_vision`): torch.compile of each vision block, with dynamic shapes (every batch has a
   different patch count). It fuses the many elementwise steps (norms, activation, fp32 rotary) between the
   matmuls. The first batches pay the compile (tens of seconds); fused kernels round bf16 differently from the
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 def prepare_vision(model, compile: bool = False) -> dict:
     """Apply the fast vision paths this machine supports; returns what was applied (recorded in run_info)."""
-    from train.models import vision_tower
-    from train.varlen_attention import use_varlen_vision
+    from medvl.families import vision_tower
+    from medvl.varlen_attention import use_varlen_vision
 
     visual = vision_tower(model)
     if visual is None:

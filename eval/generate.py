@@ -28,34 +28,14 @@ from typing import Iterator
 import torch
 from tqdm import tqdm
 
-from data_process.io import BadLine, read_records, write_json
-from data_process.schema import record_problems
-from train.preprocess import DEFAULT_SYSTEM
-from train.validation import generate_batch
-from .model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_processor, load_spec_with_encoders,
+from medvl.jsonio import BadLine, completed_ids, read_records, write_json
+from medvl.schema import record_problems
+from medvl.encoding import DEFAULT_SYSTEM
+from medvl.generation import generate_batch
+from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_processor, load_spec_with_encoders,
                          prompt_limit, system_prompt_from_args)
-from .output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
-from .prompt_batches import EncoderPool, PromptBatch, prompt_batches
-
-
-def completed_ids(path: Path) -> set[str]:
-    """Ids already in a predictions file; a trailing partial line (killed mid-write) is cut off."""
-    if not path.exists():
-        return set()
-    done, good_bytes = set(), 0
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                done.add(str(json.loads(line)["id"]))
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                break
-            good_bytes += len(line)
-    if good_bytes != path.stat().st_size:
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
-    return done
+from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
+from eval.prompt_batches import EncoderPool, PromptBatch, prompt_batches
 
 
 def _append(path: Path, rows: list[dict]) -> None:
@@ -98,7 +78,7 @@ def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:
 
 def vision_dtype(model) -> torch.dtype | None:
     """The dtype the vision tower casts pixels to (its first floating parameter), None for a text-only model."""
-    from train.models import vision_tower
+    from medvl.families import vision_tower
 
     visual = vision_tower(model)
     return next((p.dtype for p in visual.parameters() if p.is_floating_point()), None) if visual else None
@@ -176,7 +156,7 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
 def budget_warning(specs: list[ModelSpec], min_pixels=None, max_pixels=None) -> str | None:
     """A loud note when the models would see images at different pixel budgets (each checkpoint / adapter saves
     its own): their scores are then not comparable on image detail alone."""
-    from train.loader import pixel_budget
+    from medvl.loading import pixel_budget
 
     budgets = {s.name: pixel_budget(load_spec_processor(s, min_pixels=min_pixels, max_pixels=max_pixels)[0]
                                     .image_processor) for s in specs}

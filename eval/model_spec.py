@@ -47,8 +47,8 @@ def load_spec_processor(spec: ModelSpec, **processor_kw):
     The same processor load_spec returns."""
     from transformers import AutoConfig
 
-    from train.loader import load_processor
-    from train.models import get_family
+    from medvl.loading import load_processor
+    from medvl.families import get_family
 
     family = get_family(AutoConfig.from_pretrained(spec.checkpoint))
     return load_processor(spec.processor_source, family, **processor_kw), family
@@ -60,7 +60,7 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
     inference paths applied (eval/fast_vision.py; `model.vision_speed` says which)."""
     from peft import PeftModel
 
-    from train.loader import load_model_and_processor, load_processor
+    from medvl.loading import load_model_and_processor, load_processor
 
     model, processor, family = load_model_and_processor(spec.checkpoint, dtype=dtype, **processor_kw)
     for a in spec.adapters:
@@ -71,7 +71,7 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
         processor = load_processor(spec.processor_source, family, **pix, **rest)
     if device:
         model = model.to(device)
-    from .fast_vision import prepare_vision
+    from eval.fast_vision import prepare_vision
     model.vision_speed = prepare_vision(model, compile_vision)
     return model.eval(), processor, family
 
@@ -81,7 +81,7 @@ def load_spec_with_encoders(spec: ModelSpec, num_workers: int | None = None, dty
     """(EncoderPool, (model, processor, family)): the encoding workers start first, since they fork fast from a
     process that holds no weights yet (eval/prompt_batches.py), then the model loads. `before_load(processor)` runs
     before either (a check that may refuse the run costs no model load)."""
-    from .prompt_batches import EncoderPool
+    from eval.prompt_batches import EncoderPool
 
     processor = load_spec_processor(spec, **processor_kw)[0]
     if before_load is not None:
@@ -121,9 +121,9 @@ def fingerprint(spec: ModelSpec, processor, system_prompt, dtype) -> dict:
     reruns by eval/output_dir.py; generation adds its decoding settings)."""
     import hashlib
 
-    from train.loader import pixel_budget
-    from train.preprocess import DEFAULT_SYSTEM
-    from .output_dir import weights_identity
+    from medvl.loading import pixel_budget
+    from medvl.encoding import DEFAULT_SYSTEM
+    from eval.output_dir import weights_identity
 
     lo, hi = pixel_budget(processor.image_processor)
     template = processor.tokenizer.chat_template or ""
@@ -135,7 +135,7 @@ def fingerprint(spec: ModelSpec, processor, system_prompt, dtype) -> dict:
 
 def system_prompt_from_args(parser, args):
     """--prompt_mode default: the chat template's own system turn; custom: the text of --system_prompt_file."""
-    from train.preprocess import DEFAULT_SYSTEM
+    from medvl.encoding import DEFAULT_SYSTEM
 
     if args.prompt_mode != "custom":
         return DEFAULT_SYSTEM

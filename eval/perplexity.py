@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data_process.io import read_json, read_records, write_json
-from train.preprocess import DEFAULT_SYSTEM, IGNORE_INDEX
-from .generate import screen_records, vision_dtype
-from .model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_with_encoders, prompt_limit,
+from medvl.jsonio import read_json, read_records, write_json
+from medvl.encoding import DEFAULT_SYSTEM, IGNORE_INDEX
+from eval.generate import screen_records, vision_dtype
+from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_with_encoders, prompt_limit,
                          system_prompt_from_args)
-from .output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
+from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
 
 
 ANSWER_TOKENS_NOTE = "answer tokens only: the reference answer's text tokens, without the end-of-turn <|im_end|>"

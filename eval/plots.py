@@ -25,7 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .evaluate import METRIC_INFO, REGION_TASKS, category_order  # noqa: E402
+from eval.evaluate import METRIC_INFO, REGION_TASKS, category_order  # noqa: E402
 
 TEXT_PLOT_METRICS = ("closed_accuracy", "exact_match", "word_f1", "rouge_l", "bleu4", "meteor", "bertscore_f1")
 GROUNDING_PLOT_METRICS = ("box_rate", "mean_iou", "mean_iou_boxed_only", "iou_gt_0_5_rate", "centre_inclusion_rate",
@@ -136,7 +136,7 @@ def headline_figure(results: Mapping[str, dict]):
     """One panel, every category: each model's headline metric (closed accuracy / mean IoU / token F1) with its CI.
 
     The at-a-glance view: where did fine-tuning move the number that matters for that category."""
-    from .evaluate import headline_metric
+    from eval.evaluate import headline_metric
 
     models = list(results)
     cats = sorted({c for r in results.values() for c in r["categories"]}, key=category_order)

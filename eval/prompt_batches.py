@@ -16,10 +16,10 @@ from typing import Iterator
 
 import torch
 
-from data_process.schema import image_list
-from train.collator import VLCollator
-from train.loader import pixel_budget
-from train.preprocess import Encoded, SampleError, VLProcessor
+from medvl.schema import image_list
+from medvl.collate import VLCollator
+from medvl.loading import pixel_budget
+from medvl.encoding import Encoded, SampleError, VLProcessor
 
 
 def default_workers() -> int:

@@ -13,7 +13,7 @@ What is in it: the headline metric of every category with its 95% CI, every comp
 TensorBoard event files (eval/curves.py; found through the evaluated adapters' run_summary.json, or --runs),
 the bar charts (eval/plots.py), and a gallery: image, question, reference, each model's answer marked right or
 wrong, reference boxes (meta.boxes, original pixels) and each model's boxes (parsed in its family's format by
-train.models.parse_boxes) drawn on the image, with filters by category, dataset and correctness.
+medvl.families.parse_boxes) drawn on the image, with filters by category, dataset and correctness.
 
 Right / wrong per sample, per model: closed questions by closed accuracy; open questions and captions by exact
 match (token F1 shown beside it); grounding by IoU > 0.5 of the first box (a missing box is wrong).
@@ -38,8 +38,8 @@ from typing import Mapping, Sequence
 
 from tqdm import tqdm
 
-from data_process.io import DataError, atomic_write_text, read_json, read_records
-from data_process.schema import image_list
+from medvl.jsonio import DataError, atomic_write_text, read_json, read_records
+from medvl.schema import image_list
 from medvl.paths import OUTSIDE_ROOT, OutsideRoot, resolve_inside
 
 # matplotlib's default colour cycle: a model has the same colour in the plots and in the gallery
@@ -126,8 +126,8 @@ def _scale_box(xyxy, from_size, to_size) -> list[float]:
 
 
 def thumbnail(path: str, sample_id: str, max_side: int) -> tuple[str, tuple[int, int]]:
-    """(data: URI of a JPEG thumbnail, original (w, h)). Same image reader as training (train.preprocess)."""
-    from train.preprocess import load_image
+    """(data: URI of a JPEG thumbnail, original (w, h)). Same image reader as training (medvl.encoding)."""
+    from medvl.encoding import load_image
 
     im = load_image(path, sample_id)
     size = im.size
@@ -138,7 +138,7 @@ def thumbnail(path: str, sample_id: str, max_side: int) -> tuple[str, tuple[int,
 
 
 def image_file(name: str, image_root: str | None, allow_outside_root: bool = False) -> str:
-    """The file a record's image names, by the rule validation and training use (train.preprocess.image_path):
+    """The file a record's image names, by the rule validation and training use (medvl.encoding.image_path):
     a relative name resolves under image_root or raises OutsideRoot; an absolute one is taken as written."""
     if os.path.isabs(name) or not image_root:
         return name
@@ -155,7 +155,7 @@ def gallery_samples(results: Mapping[str, dict], records: Sequence[dict], *, met
     sent), or an id missing from test_data is shown as such on its card and counted in info (never dropped
     silently)."""
     from eval.evaluate import load_predictions, resolve_family
-    from train.models import parse_boxes
+    from medvl.families import parse_boxes
 
     models = list(results)
     rows = {m: {r["id"]: r for r in load_predictions(_pred_path(results[m], metrics_json))} for m in models}

@@ -18,10 +18,10 @@ import textwrap
 from pathlib import Path
 from typing import Mapping
 
-from data_process.io import atomic_write_text, write_json
+from medvl.jsonio import atomic_write_text, write_json
 
-from .coverage import ALLOW_FLAG, describe
-from .evaluate import BLEU, GROUNDING, HEADLINE, METRIC_INFO, VIEWER_SIDE_DATASETS, compare_models
+from eval.coverage import ALLOW_FLAG, describe
+from eval.evaluate import BLEU, GROUNDING, HEADLINE, METRIC_INFO, VIEWER_SIDE_DATASETS, compare_models
 
 TEXT_ROWS = ("closed_accuracy", "yes_no_precision", "yes_no_recall", "yes_no_f1", "exact_match", "soft_match",
              "substring_match", "word_overlap", "word_contain", "word_precision", "word_recall", "word_f1",
@@ -68,7 +68,7 @@ def _best(values: list[float | None], higher: bool) -> list[bool]:
 
 # ------------------------------------------------------------------------------------------------ sections
 def _categories(results: Mapping[str, dict]) -> list[str]:
-    from .evaluate import category_order
+    from eval.evaluate import category_order
 
     names = {c for r in results.values() for c in r["categories"]}
     return sorted(names, key=category_order)

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 
-from .answers import normalize_answer, yes_no
+from medvl.answers import normalize_answer, yes_no
+from medvl.schema import strip_image_tags
 
 CLOSED_TYPES = ("yes_no", "modality", "position", "general")
 _MODALITY_Q = re.compile(r"\bmodalit(y|ies)\b|\b(kind|type|form) of (scan|image|imaging)\b|"
@@ -44,3 +45,41 @@ def closed_type(question: str, answer: str, native: set[str]) -> str:
             or (_SIDE_CHOICE.search(q) if choice else _SIDE.search(q))):
         return "position"
     return "general"
+
+
+NATIVE_KEY = {"vqa_rad": "question_type", "slake": "content_type", "vqa_med2019": "category"}
+
+
+def _native_tags(meta: dict) -> set[str]:
+    """Lower-case native category labels of a record (a VQA-RAD combination gives several)."""
+    tags = set(t.lower() for t in meta.get("question_types") or [])
+    for key in ("question_type", "content_type", "category"):
+        value = meta.get(key)
+        if isinstance(value, str):
+            tags |= {t.strip().lower() for t in value.split(",") if t.strip()}
+    return tags
+
+
+def _qa(record: dict) -> tuple[str, str]:
+    turns = record.get("conversations") or []
+    question = next((t["value"] for t in turns if t.get("from") == "human"), "")
+    answer = next((t["value"] for t in reversed(turns) if t.get("from") == "gpt"), "")
+    return strip_image_tags(question)[0], answer
+
+
+def categorize(record: dict) -> dict:
+    """{"answer_type", "closed_type" (closed only), "dataset", native category}: pure, the rules of the module doc."""
+    meta = record.get("meta") or {}
+    question, answer = _qa(record)
+    answer_type = str(meta.get("answer_type") or "").lower()
+    if answer_type not in ("closed", "open"):
+        answer_type = "closed" if yes_no(answer) is not None else "open"
+    dataset = meta.get("dataset") or "unknown"
+    out = {"answer_type": answer_type}
+    if answer_type == "closed":
+        out["closed_type"] = closed_type(question, answer, _native_tags(meta))
+    out["dataset"] = dataset
+    key = NATIVE_KEY.get(dataset, "question_type")
+    if meta.get(key) is not None:
+        out[key] = meta[key]
+    return out

@@ -56,7 +56,7 @@ for seed in $SEEDS; do
 done
 
 echo "== evaluation (generate, perplexity, tables)"
-BERT=$("$PY" -c "from eval.metrics.bertscore import default_local_bertscore_model as f; print(f())")
+BERT=$("$PY" -c "from medvl.metrics.bertscore import default_local_bertscore_model as f; print(f())")
 MODELS="${models[*]}" TEST_DATA=$D/eval_data/test.json TYPE_MAPPING=$D/eval_data/type_mapping.json \
 RESULT_DIR=$R BATCH_SIZE=16 MAX_NEW_TOKENS=24 BERTSCORE_MODEL=$BERT STAT_ARGS="--no_plots" \
   bash scripts/run_eval.sh

@@ -28,7 +28,7 @@ STAGE2_ARGS="--max_steps 750 --llm_lr 2e-3 --gen_eval_samples 60 --gen_max_new_t
   bash scripts/finetune_lora_single_gpu.sh
 
 echo "== 5/6 evaluation of base / Stage 1 / Stage 2"
-BERT=$("$PY" -c "from eval.metrics.bertscore import default_local_bertscore_model as f; print(f())")
+BERT=$("$PY" -c "from medvl.metrics.bertscore import default_local_bertscore_model as f; print(f())")
 MODELS="base=$D/base stage1=$D/base+$D/run/stage1 stage2=$D/base+$D/run/stage1+$D/run/stage2" \
 TEST_DATA=$D/eval_data/test.json TYPE_MAPPING=$D/eval_data/type_mapping.json RESULT_DIR=$D/result \
 BATCH_SIZE=16 MAX_NEW_TOKENS=24 BERTSCORE_MODEL=$BERT \

@@ -54,7 +54,7 @@ if [ -z "${SETUP_NO_APT:-}" ] && [ -z "$OFFLINE" ] && command -v apt-get >/dev/n
     $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   fi
 fi
-"$PY" -m eval.metrics.wordnet_setup || echo "NOTE: WordNet not set up: nltk METEOR will refuse to run (pycocoevalcap METEOR still works with Java)." >&2
+"$PY" -m medvl.metrics.wordnet_setup || echo "NOTE: WordNet not set up: nltk METEOR will refuse to run (pycocoevalcap METEOR still works with Java)." >&2
 
 # 4. Build DeepSpeed's CPU comm op ahead (first multi-process run otherwise JIT-builds it).
 "$PY" -c "from deepspeed.ops.op_builder import ShareMemCommBuilder as B; B().load(verbose=False)" >/dev/null 2>&1 || true

@@ -46,6 +46,6 @@ def write_image(path, size=(100, 120), mode="RGB", seed=0):
 
 
 def qa_record(rid, image, question="Is there a lesion?", answer="yes", **meta):
-    from data_process.schema import make_record
+    from medvl.schema import make_record
 
     return make_record(rid, image, question, answer, dict({"dataset": "test"}, **meta))

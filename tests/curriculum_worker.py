@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train.curriculum import build_plan  # noqa: E402
-from train.models import get_family  # noqa: E402
+from medvl.families import get_family  # noqa: E402
 from train.trainer import VLTrainer  # noqa: E402
 
 N = 24

@@ -9,10 +9,10 @@ import pytest
 
 from data_process import convert_common
 from data_process.data_trans import categorize
-from data_process.schema import make_record
+from medvl.schema import make_record
 from eval import evaluate
-from eval.metrics import closed
-from eval.metrics.normalize import yes_no
+from medvl.metrics import closed
+from medvl.metrics.normalize import yes_no
 from train.validation import generation_scores
 
 CASES = [

@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from data_process import convert, med_grit
-from data_process.schema import REGION_TAG, record_problems
+from medvl.schema import REGION_TAG, record_problems
 from data_process.validate import validate_records
 from tests.conftest import write_image
-from train.loader import load_processor
-from train.models import parse_boxes
-from train.preprocess import IGNORE_INDEX
+from medvl.loading import load_processor
+from medvl.families import parse_boxes
+from medvl.encoding import IGNORE_INDEX
 
 FIXTURES = Path(__file__).parent / "fixtures" / "med_grit"
 W, H = 400, 300

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from data_process import pathvqa
-from data_process.io import DataError
-from data_process.schema import record_problems
+from medvl.jsonio import DataError
+from medvl.schema import record_problems
 
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from data_process import slake
-from data_process.io import DataError
-from data_process.schema import record_problems
+from medvl.jsonio import DataError
+from medvl.schema import record_problems
 from tests.conftest import write_image
 
 

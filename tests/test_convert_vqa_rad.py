@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from data_process import vqa_rad
-from data_process.io import DataError
-from data_process.schema import record_problems
+from medvl.jsonio import DataError
+from medvl.schema import record_problems
 from tests.conftest import write_image
 
 

@@ -140,7 +140,7 @@ def synth(tmp_path_factory):
 
 
 def test_finetune_trains_in_curriculum_order_and_records_it(tiny_models, synth, tmp_path, monkeypatch):
-    from data_process.io import read_records
+    from medvl.jsonio import read_records
     from train.data import VLDataset
     from train.finetune import parse_args, run
 
@@ -175,7 +175,7 @@ def test_finetune_trains_in_curriculum_order_and_records_it(tiny_models, synth, 
 
 
 def test_cli_preview_and_subset(tmp_path, capsys):
-    from data_process.io import read_records, write_json
+    from medvl.jsonio import read_records, write_json
     from train.curriculum import main
 
     write_json(tmp_path / "d.json", _mixed(9))

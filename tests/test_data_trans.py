@@ -8,8 +8,8 @@ import pytest
 
 from data_process import data_trans, slake, vqa_rad
 from data_process.data_trans import categorize
-from data_process.io import DataError, write_json
-from data_process.schema import make_record
+from medvl.jsonio import DataError, write_json
+from medvl.schema import make_record
 
 
 def rec(question, answer, answer_type="closed", dataset="vqa_rad", rid="r", **meta):

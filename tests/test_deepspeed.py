@@ -25,7 +25,7 @@ def test_two_process_deepspeed_runs_both_stages(zero, tiny_models, tmp_path):
     from peft import PeftModel
 
     from data_process.synth import generate
-    from train.loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
     from train.merge_lora import merge
 
     data = generate(tmp_path / "synth", n_train=8, n_val=4, n_test=2, size=64, seed=2)
@@ -59,7 +59,7 @@ def test_text_only_batches_on_some_ranks_do_not_hang(zero, tiny_models, tmp_path
     """Half the records have no image and each rank takes one per step, so ranks disagree on whether the vision tower
     runs; ZeRO-3 gathers weights collectively per module, so without the keepalive sample this run hangs (gloo:
     "collective mismatch"). The same run then saves, resumes and merges under ZeRO-3."""
-    from data_process.io import read_records, write_json
+    from medvl.jsonio import read_records, write_json
     from data_process.synth import generate
 
     data = generate(tmp_path / "synth", n_train=8, n_val=2, n_test=2, size=64, seed=4)

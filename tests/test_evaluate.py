@@ -15,7 +15,7 @@ import pytest
 
 from eval.evaluate import (CocoSession, compare_models, evaluate_models, evaluate_predictions, headline_metric,
                            load_predictions)
-from eval.metrics.errors import MetricUnavailable
+from medvl.metrics.errors import MetricUnavailable
 
 # id: (answer_type, closed_type, native question_type, reference, base prediction, stage2 prediction)
 VQA = {
@@ -81,7 +81,7 @@ def write_fixture(root: Path, perplexity: bool = True) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    from eval.metrics.bertscore import default_local_bertscore_model
+    from medvl.metrics.bertscore import default_local_bertscore_model
 
     root = tmp_path_factory.mktemp("evalfix")
     pred_dir, mapping = write_fixture(root)
@@ -176,7 +176,7 @@ def test_bertscore_recorded(evaluated):
 
 def test_meteor_shared_jvm_matches_fresh_run(evaluated):
     """One METEOR JVM per model set gives the numbers of a fresh pycocoevalcap run on the category alone."""
-    from eval.metrics import nlg
+    from medvl.metrics import nlg
 
     base = evaluated["results"]["base"]["categories"]["closed"]
     preds = [VQA[i][4] for i in base["ids"]]
@@ -259,7 +259,7 @@ def test_session_closes_jvm():
 
 
 def test_bad_input_names_the_sample(tmp_path):
-    from data_process.io import DataError
+    from medvl.jsonio import DataError
 
     d = tmp_path / "m"
     d.mkdir()
@@ -292,7 +292,7 @@ def test_assign_categories_caption_datasets_and_fallbacks():
 
 
 def test_type_mapping_of_another_test_set_is_refused(evaluated):
-    from data_process.io import DataError
+    from medvl.jsonio import DataError
 
     with pytest.raises(DataError, match="none of its ids"):
         evaluate_predictions(evaluated["pred_dir"] / "base" / "predictions.jsonl", {"zzz": {"answer_type": "open"}})

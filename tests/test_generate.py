@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_process.io import write_json
+from medvl.jsonio import write_json
 from eval.generate import completed_ids, generate_for_model
 from eval.model_spec import ModelSpec
 from eval.perplexity import perplexity_for_model
@@ -64,8 +64,8 @@ def test_kill_halfway_then_rerun_gives_each_id_once(tiny_models, tmp_path):
 def test_corpus_perplexity_is_fp32_token_weighted_over_answer_tokens_only(tiny_models, tmp_path):
     """#16.8: PPL = exp(mean NLL over exactly the reference answer's tokens), recomputed here from the prompt's ids
     followed by the answer text's ids: the end-of-turn <|im_end|> is not an answer token."""
-    from train.collator import VLCollator
-    from train.preprocess import Encoded
+    from medvl.collate import VLCollator
+    from medvl.encoding import Encoded
     from eval.model_spec import load_spec
 
     recs = _mixed_records(tmp_path, n=5) + [qa_record("text_only", None, "Is pneumonia contagious?", "no")]

@@ -2,13 +2,13 @@
 import pytest
 
 from data_process.grounding_sft import build, main
-from data_process.io import read_json
-from data_process.schema import REGION_TAG, record_problems
+from medvl.jsonio import read_json
+from medvl.schema import REGION_TAG, record_problems
 from data_process.validate import validate_records
 from tests.conftest import qa_record, write_image
-from train.loader import load_processor
-from train.models import parse_boxes
-from train.preprocess import IGNORE_INDEX, SampleError
+from medvl.loading import load_processor
+from medvl.families import parse_boxes
+from medvl.encoding import IGNORE_INDEX, SampleError
 
 SIZE = (200, 160)
 
@@ -104,7 +104,7 @@ def test_slake_sample_boxes_to_grounding_sft(shared_data, tiny_models, tmp_path)
     sample = shared_data / "slake_sample"
     records, _ = slake.convert(sample / "train.json", sample / "imgs", show_progress=False)
     write = tmp_path / "slake.json"
-    from data_process.io import write_json
+    from medvl.jsonio import write_json
     write_json(write, records)
     assert main(["--input", str(write), "--out", str(tmp_path / "g.json")]) == 0
     out, rep = read_json(tmp_path / "g.json"), read_json(tmp_path / "g.report.json")

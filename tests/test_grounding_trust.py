@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from eval.metrics import grounding as g
+from medvl.metrics import grounding as g
 
 IMAGE, INPUT = [200, 100], [400, 200]
 KIDNEYS = [[0, 0, 40, 40], [150, 50, 190, 90]]

@@ -2,8 +2,8 @@
 
 import pytest
 
-from eval.metrics.bertscore import bertscore_f1, default_local_bertscore_model
-from eval.metrics.errors import MetricUnavailable
+from medvl.metrics.bertscore import bertscore_f1, default_local_bertscore_model
+from medvl.metrics.errors import MetricUnavailable
 
 PREDS = ["the liver is enlarged", "yes", "a small nodule in the left lung", "no acute findings"]
 REFS = ["the liver is enlarged", "no", "a nodule in the right lung", "normal chest radiograph"]

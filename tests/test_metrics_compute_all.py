@@ -2,8 +2,8 @@
 
 import pytest
 
-import eval.metrics as M
-from eval.metrics import MetricUnavailable, compute_all, text
+import medvl.metrics as M
+from medvl.metrics import MetricUnavailable, compute_all, text
 
 PREDS = ["The liver.", "no", "left lung"]
 REFS = ["liver", "yes", "right lung"]
@@ -44,7 +44,7 @@ def test_bertscore_unavailable_listed(tmp_path):
 
 
 def test_coco_metrics_through_compute_all_equal_direct_wrapper():
-    from eval.metrics import nlg
+    from medvl.metrics import nlg
 
     preds = ["a small nodule in the left lung", "", "the liver is enlarged"]
     refs = ["a nodule in the left lung", "yes", "the liver is enlarged"]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from eval.metrics import grounding as g
+from medvl.metrics import grounding as g
 
 
 def test_iou_hand_computed():

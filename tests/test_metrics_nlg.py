@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from eval.metrics import nlg
-from eval.metrics.errors import MetricUnavailable
-from eval.metrics.normalize import tokens
+from medvl.metrics import nlg
+from medvl.metrics.errors import MetricUnavailable
+from medvl.metrics.normalize import tokens
 
 PREDS = [
     "The liver is enlarged, with a hypodense lesion in the right lobe.",

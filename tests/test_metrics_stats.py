@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from eval.metrics import stats
+from medvl.metrics import stats
 
 
 def test_bootstrap_ci_contains_mean_and_is_deterministic():

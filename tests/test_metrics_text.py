@@ -2,8 +2,8 @@
 
 import pytest
 
-from eval.metrics import closed, text
-from eval.metrics.normalize import normalize_answer, tokens, yes_no
+from medvl.metrics import closed, text
+from medvl.metrics.normalize import normalize_answer, tokens, yes_no
 
 
 @pytest.mark.parametrize("raw, norm", [

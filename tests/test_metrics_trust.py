@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from eval.metrics import nlg
-from eval.metrics.bertscore import bertscore_f1, default_local_bertscore_model
-from eval.metrics.errors import MetricUnavailable
+from medvl.metrics import nlg
+from medvl.metrics.bertscore import bertscore_f1, default_local_bertscore_model
+from medvl.metrics.errors import MetricUnavailable
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -53,7 +53,7 @@ def test_bertscore_good_checkpoint_scores_the_same_twice(minilm, tmp_path):
     good = str(_tiny_bert(minilm, tmp_path / "good"))
     preds, refs = ["the liver is enlarged", "a nodule"], ["the liver", "small nodule in the lung"]
     first, _ = bertscore_f1(preds, refs, model=good, device="cpu")
-    from eval.metrics import bertscore
+    from medvl.metrics import bertscore
 
     bertscore._load.cache_clear()  # a fresh load: random init would give other numbers
     second, _ = bertscore_f1(preds, refs, model=good, device="cpu")

@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 
-from eval.metrics import wordnet_setup as ws
+from medvl.metrics import wordnet_setup as ws
 
 pytestmark = pytest.mark.skipif(not all((ws.DEBIAN_DIR / f).is_file() for f in ("data.noun", "index.sense")),
                                 reason=f"Debian WordNet files not in {ws.DEBIAN_DIR} ({ws.APT_HINT})")

@@ -4,15 +4,15 @@ import re
 import pytest
 
 from tests.conftest import FAMILIES, qa_record, write_image
-from train.loader import load_model_and_processor
-from train.models import FAMILIES as REG, box_to_text, get_family, parse_boxes, resolve_modules
+from medvl.loading import load_model_and_processor
+from medvl.families import FAMILIES as REG, box_to_text, get_family, parse_boxes, resolve_modules
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_tiny_model_reload_and_forward_with_image(family, tiny_models, tmp_path):
     model, proc, fam = load_model_and_processor(str(tiny_models[family]))
     assert fam.name == family
-    from train.collator import VLCollator
+    from medvl.collate import VLCollator
     enc = proc.encode(qa_record("a", write_image(tmp_path / "x.png")))
     batch = VLCollator(proc.pad_token_id, proc.image_token_id)([enc])
     out = model(**batch)

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import pytest
 
 from data_process.data_trans import categorize
-from data_process.io import write_json
-from data_process.schema import make_record
+from medvl.jsonio import write_json
+from medvl.schema import make_record
 from data_process.vqa_med2019 import parse_answer
 from eval.evaluate import evaluate_predictions
 from eval.generate import prediction_row
-from eval.metrics import compute_all, nlg
+from medvl.metrics import compute_all, nlg
 
 # VQA-Med 2019 style reference answers: `#` alternatives, `( )` optional words
 RAW = [("what modality is shown?", "ct#computed tomography", "modality"),

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 
 from tests.conftest import FAMILIES, qa_record, write_image
 from train.chunked_loss import chunked_nll_sum
-from train.models import FAMILIES as FAMILIES_REG
-from train.collator import VLCollator
-from train.packing import PackedCollator, packed_position_ids
-from train.varlen_attention import register, varlen
+from medvl.families import FAMILIES as FAMILIES_REG
+from medvl.collate import VLCollator
+from medvl.packing import PackedCollator, packed_position_ids
+from medvl.varlen_attention import register, varlen
 
 QA = [((64, 80), "Is there a lesion?", "yes"),
       ((120, 90), "What organ is shown in this scan?", "the liver, with a longer answer than the others"),
@@ -47,7 +47,7 @@ def _loss_and_grads(trainer, model, batch):
 def test_packed_and_chunked_equal_padded_loss_and_grads(family, tiny_models, tmp_path):
     from train.adapters import apply_stage
     from train.config import StageArguments
-    from train.loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
 
     model, proc, fam = load_model_and_processor(str(tiny_models[family]), dtype="float32",
                                                 attn_implementation=register())
@@ -71,7 +71,7 @@ def test_packed_and_chunked_equal_padded_loss_and_grads(family, tiny_models, tmp
 
 
 def test_packed_position_ids_restart_per_sample(tiny_models, tmp_path):
-    from train.loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
     model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32")
     enc = _samples(proc, tmp_path)
     packed = PackedCollator(proc.pad_token_id, proc.image_token_id)(enc)
@@ -118,7 +118,7 @@ def test_chunked_nll_equals_cross_entropy_value_and_grads():
 def test_vision_cache_hits_give_the_same_loss(tiny_models, tmp_path):
     from train.adapters import apply_stage
     from train.config import StageArguments
-    from train.loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
     from train.vision_cache import VisionFeatureCache
 
     model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_5_vl"]), dtype="float32",
@@ -163,8 +163,8 @@ def test_finetune_with_every_speed_option(tiny_models, tmp_path):
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_models, tmp_path):
-    from train.collator import make_keepalive
-    from train.loader import load_model_and_processor
+    from medvl.collate import make_keepalive
+    from medvl.loading import load_model_and_processor
 
     model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32",
                                                 attn_implementation=register())
@@ -185,8 +185,8 @@ def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_
 @pytest.mark.parametrize("family", FAMILIES)
 def test_varlen_vision_equals_stock_vision(family, tiny_models, tmp_path, monkeypatch):
     """All images of a batch through one varlen call per layer == transformers' own per-image attention loop."""
-    import train.varlen_attention as va
-    from train.loader import load_model_and_processor
+    import medvl.varlen_attention as va
+    from medvl.loading import load_model_and_processor
 
     model, proc, _ = load_model_and_processor(tiny_models[family], dtype="float32")
     enc = _samples(proc, tmp_path)

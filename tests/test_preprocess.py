@@ -5,8 +5,8 @@ from PIL import Image
 
 from data_process.validate import validate_records
 from tests.conftest import qa_record, write_image
-from train.loader import load_processor
-from train.preprocess import IGNORE_INDEX, SampleError, load_image
+from medvl.loading import load_processor
+from medvl.encoding import IGNORE_INDEX, SampleError, load_image
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ bnb = pytest.importorskip("bitsandbytes")
 def test_llm_quantized_vision_kept_16bit_and_lora_gets_gradients(kind, layer, tiny_models):
     from train.adapters import apply_stage
     from train.config import StageArguments
-    from train.loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
     from train.merge_lora import _probe_batch
 
     model, processor, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32", quantization=kind)
@@ -55,7 +55,7 @@ def test_what_cannot_train_is_refused_up_front(tiny_models, synth, tmp_path):
 
 
 def test_missing_bitsandbytes_is_named(monkeypatch):
-    from train.quantization import require_bitsandbytes
+    from medvl.quantization import require_bitsandbytes
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now fails as if not installed
     with pytest.raises(ImportError, match="pip install bitsandbytes"):

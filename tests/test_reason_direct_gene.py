@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from data_process.io import write_json
+from medvl.jsonio import write_json
 from data_process.llm_backends import GenerationError, HTTPBackend, LocalBackend, RetryPolicy, redact_url
 from data_process.reason_direct_gene import build_prompt, contains_reference, main, run
 from tests.conftest import qa_record, write_image

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import result_statistic
-from data_process.io import DataError
+from medvl.jsonio import DataError
 from eval.curves import find_runs, read_scalars
 from eval.report import per_sample_scores, verdict
 from tests.conftest import write_image
@@ -260,7 +260,7 @@ def test_pixel_budget_beside_each_model_and_a_difference_flagged(report):
     import copy
 
     from eval.report import gallery_samples, render_html
-    from data_process.io import read_records
+    from medvl.jsonio import read_records
 
     records = read_records(report["test_json"])
     pages = {}

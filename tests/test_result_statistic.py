@@ -60,7 +60,7 @@ def test_discover_order(fixture_dirs):
     (pred_dir / "aaa" / "predictions.jsonl").write_text((pred_dir / "base" / "predictions.jsonl").read_text())
     assert list(result_statistic.discover_models(pred_dir, None)) == ["base", "aaa", "stage2"]  # "base" first
     assert list(result_statistic.discover_models(pred_dir, ["stage2", "base"])) == ["stage2", "base"]
-    from data_process.io import DataError
+    from medvl.jsonio import DataError
 
     with pytest.raises(DataError, match="nope"):
         result_statistic.discover_models(pred_dir, ["nope"])

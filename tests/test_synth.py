@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from data_process import synth
-from data_process.io import DataError
-from data_process.schema import IMAGE_TAG, record_problems
+from medvl.jsonio import DataError
+from medvl.schema import IMAGE_TAG, record_problems
 
 N = {"n_train": 36, "n_val": 7, "n_test": 24}
 SIZE = 112

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data_process.io import read_records, write_json
+from medvl.jsonio import read_records, write_json
 from tests.conftest import FAMILIES
 from train.finetune import parse_args, run
 

@@ -8,7 +8,7 @@ import torch
 from tests.test_train import _changed, _train, _weights, synth  # noqa: F401  (synth is a fixture)
 from train.adapters import component_of
 from train.config import StageArguments
-from train.models import get_family
+from medvl.families import get_family
 
 
 def _by_component(keys, family) -> dict[str, set]:
@@ -32,7 +32,7 @@ def test_stage_presets_and_old_recipes():
 
 def test_frozen_towers_run_without_grad_and_trained_ones_with(tiny_models):
     from train.adapters import apply_stage
-    from train.loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
 
     def fresh(**stage):
         model, _, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]))

@@ -11,8 +11,8 @@ import torch
 
 from tests.conftest import FAMILIES
 from tests.test_packing import _samples
-from train.collator import VLCollator
-from train.packing import PackedCollator
+from medvl.collate import VLCollator
+from medvl.packing import PackedCollator
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (packed rows, chunked loss, vision cache)
@@ -55,8 +55,8 @@ def setups(tiny_models, tmp_path_factory):
     """Per family, built once: a LoRA model with live B matrices, four encoded samples, and per GA the reference."""
     from train.adapters import apply_stage
     from train.config import StageArguments
-    from train.loader import load_model_and_processor
-    from train.varlen_attention import register
+    from medvl.loading import load_model_and_processor
+    from medvl.varlen_attention import register
 
     class _Lazy(dict):
         def __missing__(self, family):
@@ -139,7 +139,7 @@ def test_two_processes_packed_step_equals_padded_step(tiny_models, tmp_path):
 def test_failure_inside_a_dataloader_worker_reaches_the_run_summary(tiny_models, tmp_path, monkeypatch):
     """#16.11: an image deleted after validation is skipped in a worker process; run_summary names it."""
     import data_process.validate as validate
-    from data_process.io import write_jsonl
+    from medvl.jsonio import write_jsonl
     from tests.conftest import qa_record, write_image
     from train.finetune import parse_args, run
 

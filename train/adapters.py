@@ -19,8 +19,8 @@ import re
 
 import torch
 
-from .config import StageArguments
-from .models import ModelFamily, resolve_modules
+from train.config import StageArguments
+from medvl.families import ModelFamily, resolve_modules
 
 log = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ def _files(checkpoint: Path) -> dict[str, Path]:
 
 
 def write_manifest(checkpoint: str | Path) -> None:
-    from data_process.io import write_json
+    from medvl.jsonio import write_json
     checkpoint = Path(checkpoint)
     write_json(checkpoint / MANIFEST, {"sha256": {rel: sha256_file(p) for rel, p in _files(checkpoint).items()}})
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .preprocess import IGNORE_INDEX
+from medvl.encoding import IGNORE_INDEX
 
 
 def labelled_positions(hidden: torch.Tensor, labels: torch.Tensor):

@@ -67,7 +67,7 @@ def record_value(rec: dict, name: str) -> str | None:
     meta = rec.get("meta") or {}
     value = meta.get(name)
     if name == "answer_type" and str(value or "").lower() not in ("open", "closed"):
-        from data_process.data_trans import categorize  # the one rule the eval tables use too
+        from medvl.categories import categorize  # the one rule the eval tables use too
         value = categorize(rec)["answer_type"]
     elif name == "task" and not value:
         value = "vqa"
@@ -227,8 +227,8 @@ def consumed_samples(num_epochs: int, num_update_steps_per_epoch: int, max_steps
 
 # ------------------------------------------------------------------------------------------------ CLI
 def main(argv=None) -> int:
-    from data_process.io import write_json
-    from .data import load_records
+    from medvl.jsonio import write_json
+    from train.data import load_records
 
     p = argparse.ArgumentParser(prog="python -m train.curriculum", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

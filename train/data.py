@@ -5,14 +5,14 @@ import logging
 
 from torch.utils.data import Dataset
 
-from data_process.io import read_records
-from .preprocess import Encoded, SampleError, VLProcessor
+from medvl.jsonio import read_records
+from medvl.encoding import Encoded, SampleError, VLProcessor
 
 log = logging.getLogger(__name__)
 
 
 def load_records(paths: str, bad_lines: str = "raise") -> list:
-    """Records from one or more comma-separated .json/.jsonl files (bad_lines: see data_process.io.iter_jsonl)."""
+    """Records from one or more comma-separated .json/.jsonl files (bad_lines: see medvl.jsonio.iter_jsonl)."""
     out: list = []
     for p in [p.strip() for p in paths.split(",") if p.strip()]:
         out += read_records(p, bad_lines)

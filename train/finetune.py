@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .config import DataArguments, ModelArguments, SpeedArguments, StageArguments
+from train.config import DataArguments, ModelArguments, SpeedArguments, StageArguments
 
 log = logging.getLogger("train.finetune")
 
@@ -74,7 +74,7 @@ def default_optimizer(targs, optim_given: bool) -> None:
         targs.optim = OptimizerNames.ADAMW_TORCH_FUSED
     name = getattr(targs.optim, "value", targs.optim)
     if "8bit" in name or "bnb" in name or name.startswith("paged_"):
-        from .quantization import require_bitsandbytes
+        from medvl.quantization import require_bitsandbytes
         require_bitsandbytes()
 
 
@@ -83,7 +83,7 @@ def check_training_modes(margs: ModelArguments, sargs: StageArguments, targs) ->
     under ZeRO-3 (it would partition bitsandbytes' packed weights)."""
     if margs.quantization == "none":
         return
-    from .quantization import require_bitsandbytes
+    from medvl.quantization import require_bitsandbytes
     require_bitsandbytes()
     quantized = ("vision", "merger", "llm") if margs.quantize_vision else ("llm",)
     full = [c for c in quantized if sargs.modes[c] == "full"]
@@ -121,7 +121,7 @@ def _dtype(margs, targs):
 def check_speed_options(fargs: SpeedArguments, margs: ModelArguments, zero_stage: int) -> SpeedArguments:
     """Refuse combinations that would be wrong, not slow; pick the varlen attention for packed rows."""
     if fargs.packing:
-        from .varlen_attention import register
+        from medvl.varlen_attention import register
         if margs.attn_implementation in (None, "medvl_varlen"):
             margs.attn_implementation = register()
         elif margs.attn_implementation != "flash_attention_2":
@@ -138,7 +138,7 @@ def check_speed_options(fargs: SpeedArguments, margs: ModelArguments, zero_stage
 def build_vision_cache(fargs: SpeedArguments, family, model):
     if not fargs.vision_cache:
         return None
-    from .vision_cache import VisionFeatureCache
+    from train.vision_cache import VisionFeatureCache
     cache = VisionFeatureCache(family, fargs.vision_cache_gib)
     cache.check_frozen(model)
     return cache
@@ -150,7 +150,7 @@ def early_stopping(sargs: StageArguments, targs, has_eval: bool):
         return None
     if not has_eval or targs.eval_strategy == "no":
         raise ValueError("--early_stopping_patience needs validation: --eval_data and --eval_strategy steps|epoch")
-    from .early_stopping import EarlyStopping
+    from train.early_stopping import EarlyStopping
     metric = targs.metric_for_best_model or "eval_loss"
     greater = targs.greater_is_better if targs.greater_is_better is not None else not metric.endswith("loss")
     return EarlyStopping(metric, sargs.early_stopping_patience, sargs.early_stopping_min_delta, greater)
@@ -161,18 +161,18 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     import torch
     from transformers import TrainerCallback, set_seed
 
-    from data_process.io import write_json
+    from medvl.jsonio import write_json
     from data_process.validate import validate_records
-    from .adapters import apply_stage, trainable_summary
-    from .collator import VLCollator, make_keepalive
-    from .curriculum import build_plan
-    from .packing import PackedCollator
-    from .checkpoints import ManifestOnSave, last_complete_checkpoint, verify_checkpoint
-    from .data import VLDataset, load_records
-    from .loader import load_model_and_processor
-    from .preprocess import DEFAULT_SYSTEM
-    from .trainer import VLTrainer
-    from .validation import GenerationValidator
+    from train.adapters import apply_stage, trainable_summary
+    from medvl.collate import VLCollator, make_keepalive
+    from train.curriculum import build_plan
+    from medvl.packing import PackedCollator
+    from train.checkpoints import ManifestOnSave, last_complete_checkpoint, verify_checkpoint
+    from train.data import VLDataset, load_records
+    from medvl.loading import load_model_and_processor
+    from medvl.encoding import DEFAULT_SYSTEM
+    from train.trainer import VLTrainer
+    from train.validation import GenerationValidator
 
     check_one_gpu_per_process(targs.n_gpu)
     early = early_stopping(sargs, targs, bool(dargs.eval_data))
@@ -310,7 +310,7 @@ def _over_ranks(failed: dict) -> dict:
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     margs, dargs, sargs, targs, fargs = parse_args(argv)
-    from .checkpoints import UntrustedCheckpoint
+    from train.checkpoints import UntrustedCheckpoint
     try:
         summary = run(margs, dargs, sargs, targs, fargs)
     except UntrustedCheckpoint as e:

@@ -27,7 +27,7 @@ def _probe_batch(processor, probe_records: list[dict] | None):
     import numpy as np
     import tempfile
 
-    from .collator import VLCollator
+    from medvl.collate import VLCollator
 
     if not probe_records:
         tmp = Path(tempfile.mkdtemp()) / "probe.png"
@@ -58,7 +58,7 @@ def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> 
     try:
         from peft import PeftModel
 
-        from .loader import load_model_and_processor
+        from medvl.loading import load_model_and_processor
         qmodel, _, _ = load_model_and_processor(base, dtype=dtype, quantization=kind,
                                                 quantize_vision=bool(margs.get("quantize_vision")))
         gap = (_logits(PeftModel.from_pretrained(qmodel, adapter), batch).cpu() - ref).abs().max().item()
@@ -71,7 +71,7 @@ def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = 
           atol: float = 1e-4) -> dict:
     from peft import PeftModel
 
-    from .loader import load_model_and_processor
+    from medvl.loading import load_model_and_processor
 
     model, processor, family = load_model_and_processor(base, dtype=dtype)
     peft_model = PeftModel.from_pretrained(model, adapter)
@@ -102,7 +102,7 @@ def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)  # only a verified merge appears under the final name
-    from data_process.io import write_json
+    from medvl.jsonio import write_json
     write_json(out_dir / "merge_report.json", report)
     return report
 
@@ -118,7 +118,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     probe = None
     if a.probe_data:
-        from data_process.io import read_records
+        from medvl.jsonio import read_records
         probe = read_records(a.probe_data)
     atol = a.atol if a.atol is not None else (1e-4 if a.dtype == "float32" else 5e-2)
     rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol)

@@ -8,13 +8,13 @@ import logging
 import torch
 from transformers import Trainer
 
-from .adapters import param_group_of
-from .chunked_loss import chunked_nll_sum, labelled_positions
-from .collator import SKIPPED_KEY
-from .models import ModelFamily
-from .packing import is_packed, packed_position_ids
-from .preprocess import IGNORE_INDEX
-from .varlen_attention import packed_forward
+from train.adapters import param_group_of
+from train.chunked_loss import chunked_nll_sum, labelled_positions
+from medvl.collate import SKIPPED_KEY
+from medvl.families import ModelFamily
+from medvl.packing import is_packed, packed_position_ids
+from medvl.encoding import IGNORE_INDEX
+from medvl.varlen_attention import packed_forward
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class VLTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if self.curriculum is None:
             return super()._get_train_sampler(train_dataset)
-        from .curriculum import CurriculumSampler
+        from train.curriculum import CurriculumSampler
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         self.curriculum_sampler = CurriculumSampler(self.curriculum, seed)
         return self.curriculum_sampler
@@ -60,7 +60,7 @@ class VLTrainer(Trainer):
         """The run length, from the Trainer's own arithmetic, lays out a run-scope curriculum."""
         values = super().set_initial_training_values(args, dataloader)
         if self.curriculum_sampler is not None:
-            from .curriculum import consumed_samples
+            from train.curriculum import consumed_samples
             epochs, per_epoch, _, _, total_batch, _, max_steps = values
             s = self.curriculum_sampler
             s.plan_run(epochs, consumed_samples(epochs, per_epoch, max_steps, total_batch, len(s)))

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .collator import VLCollator
-from .preprocess import VLProcessor
+from medvl.encoding import VLProcessor
+from medvl.generation import greedy_generate
 
 
 def _dist():
@@ -20,42 +20,15 @@ def _dist():
 def generation_scores(preds: list[str], refs: list, answer_types: list[str]) -> dict[str, float]:
     """Exact match, closed-ended accuracy and token F1: the eval suite's own metric functions and answer rule; a
     reference may be a list of accepted answers (best match, as evaluation scores them)."""
-    from eval.metrics.closed import closed_accuracy
-    from eval.metrics.references import best_of
-    from eval.metrics.text import average as mean, exact_match, word_f1
+    from medvl.metrics.closed import closed_accuracy
+    from medvl.metrics.references import best_of
+    from medvl.metrics.text import average as mean, exact_match, word_f1
 
     out = {"exact_match": mean(best_of(exact_match, preds, refs)), "token_f1": mean(best_of(word_f1, preds, refs))}
     closed = [i for i, t in enumerate(answer_types) if t == "closed"]
     if closed:
         out["closed_accuracy"] = mean(best_of(closed_accuracy, [preds[i] for i in closed], [refs[i] for i in closed]))
     return out
-
-
-@torch.no_grad()
-def greedy_generate(model, processor: VLProcessor, records: list[dict], batch_size: int, max_new_tokens: int,
-                    synced_gpus: bool = False, return_ids: bool = False, **generate_kwargs) -> list:
-    """Left-padded batched greedy decoding; returns the decoded answers in record order.
-    `return_ids`: the new token ids per record instead of decoded text (benchmarks compare tokens)."""
-    collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
-    encoded = [processor.encode(r, train=False) for r in records]
-    outs: list = []
-    for i in range(0, len(encoded), batch_size):
-        outs += generate_batch(model, processor, collate(encoded[i:i + batch_size]), max_new_tokens, return_ids,
-                               synced_gpus=synced_gpus, **generate_kwargs)
-    return outs
-
-
-def generate_batch(model, processor: VLProcessor, inputs: dict, max_new_tokens: int, return_ids: bool = False,
-                   **generate_kwargs) -> list:
-    """Greedy decoding of one collated, left-padded batch: answers (or new token ids) in batch order."""
-    device = next(model.parameters()).device
-    batch = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-    gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                         pad_token_id=processor.pad_token_id, **generate_kwargs)
-    new = gen[:, batch["input_ids"].shape[1]:]
-    if return_ids:
-        return new.tolist()
-    return [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
 class GenerationValidator:

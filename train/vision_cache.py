@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import ModelFamily
+from medvl.families import ModelFamily
 
 
 class VisionFeatureCache:
@@ -27,7 +27,7 @@ class VisionFeatureCache:
         self.stats = {"hits": 0, "misses": 0, "not_stored_full": 0}
 
     def check_frozen(self, model) -> None:
-        from .adapters import component_of  # the registry's view of which parameters are ViT / merger
+        from train.adapters import component_of  # the registry's view of which parameters are ViT / merger
         trainable = [n for n, p in model.named_parameters()
                      if p.requires_grad and component_of(n, self.family) in ("vision", "merger")]
         if trainable:

@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from data_process.io import write_json
+from medvl.jsonio import write_json
 from data_process.llm_backends import GenerationError, HTTPBackend, RetryPolicy
 from data_process.reason_direct_gene import main
-from data_process.schema import make_record
+from medvl.schema import make_record
 
 KEY = "sk-redirect-test-4242"
 

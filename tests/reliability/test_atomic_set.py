@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from data_process import data_trans
-from data_process.io import DataError, read_records, write_json
-from data_process.schema import make_record
+from medvl.jsonio import DataError, read_records, write_json
+from medvl.schema import make_record
 from eval.evaluate import load_type_mapping
 
 ROOT = Path(__file__).resolve().parents[2]

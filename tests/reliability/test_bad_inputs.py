@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from data_process.schema import make_record
+from medvl.schema import make_record
 from tests.reliability.corpus import HANDLED, REJECTED, write_images
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def pipeline(corpus, tiny_models, tmp_path_factory):
 
 
 def _read_lenient(path):
-    from data_process.io import read_records
+    from medvl.jsonio import read_records
     return read_records(path, bad_lines="yield")
 
 
@@ -187,7 +187,7 @@ def test_evaluation_names_what_it_cannot_answer(pipeline):
 
 def test_outside_root_is_accepted_only_when_asked(corpus, tiny_models, tmp_path):
     from data_process import llava_med
-    from train.loader import load_processor
+    from medvl.loading import load_processor
 
     rows, rep = llava_med.convert(corpus["raw"], corpus["images"], kind="instruct", show_progress=False,
                                   allow_outside_root=True)
@@ -205,7 +205,7 @@ def test_outside_root_is_accepted_only_when_asked(corpus, tiny_models, tmp_path)
 
 
 def test_handled_image_kinds_decode_to_rgb(tmp_path):
-    from train.preprocess import SampleError, load_image
+    from medvl.encoding import SampleError, load_image
 
     paths = write_images(tmp_path)
     for kind in HANDLED:
@@ -223,7 +223,7 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     """Peak-RSS growth of a fresh process that meets both bombs: the header check refuses them before any pixel is
     decoded (with the pre-fix limit, twice PIL's, the smaller one was decoded: ~430 MB more peak RSS)."""
     paths = write_images(tmp_path)
-    code = (f"import resource; from train.preprocess import load_image, SampleError\n"
+    code = (f"import resource; from medvl.encoding import load_image, SampleError\n"
             f"before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             f"for p in [{str(paths['bomb_warning_size'])!r}, {str(paths['bomb_error_size'])!r}]:\n"
             f"    try: load_image(p, 'bomb')\n"

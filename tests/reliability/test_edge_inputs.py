@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from data_process import convert, data_trans, slake, validate, vqa_med2019, vqa_rad
-from data_process.io import DataError, iter_jsonl, iter_records, read_records, write_json
-from data_process.schema import make_record
+from medvl.jsonio import DataError, iter_jsonl, iter_records, read_records, write_json
+from medvl.schema import make_record
 from tests.conftest import write_image
 
 ROOT = Path(__file__).resolve().parents[2]

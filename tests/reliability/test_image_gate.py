@@ -41,7 +41,7 @@ def _row(rid, image):
 def test_validate_refuses_a_huge_file_in_milliseconds(images, tiny_models, tmp_path):
     """Timed in a child process (the pre-fix code spends minutes here): only the record's validation is timed."""
     code = ("import sys, time, json\n"
-            "from data_process.validate import validate_records\nfrom train.loader import load_processor\n"
+            "from data_process.validate import validate_records\nfrom medvl.loading import load_processor\n"
             f"proc = load_processor({str(tiny_models['qwen2_vl'])!r}, image_root={str(images)!r}, max_len=512)\n"
             f"recs = [{_row('huge', 'huge.jpg')!r}, {_row('ok', 'ok.jpg')!r}]\n"
             "t = time.perf_counter(); kept, rep = validate_records(recs, proc, progress=False)\n"
@@ -84,7 +84,7 @@ def test_converter_refuses_a_huge_file(images, tmp_path):
 
 
 def test_load_image_names_the_size(images):
-    from train.preprocess import SampleError, load_image
+    from medvl.encoding import SampleError, load_image
 
     t = time.perf_counter()
     with pytest.raises(SampleError) as e:

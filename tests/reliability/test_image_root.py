@@ -58,7 +58,7 @@ def test_converter_refuses_escapes(tree, tmp_path):
 
 def test_validation_refuses_escapes(tree, tiny_models):
     from data_process.validate import validate_records
-    from train.loader import load_processor
+    from medvl.loading import load_processor
 
     proc = load_processor(str(tiny_models["qwen2_vl"]), image_root=str(tree), max_len=512)
     recs = [_row("ok", "ok.png"), *(_row(rid, name) for rid, name in ESCAPES.items())]

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from data_process.io import write_json
+from medvl.jsonio import write_json
 from tests.conftest import qa_record, write_image
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -126,7 +126,7 @@ def remote_code_checkpoint(tiny_models, tmp_path_factory):
 
 def test_loaders_never_run_a_checkpoints_code_by_default(remote_code_checkpoint, tmp_path):
     from eval.model_spec import ModelSpec, load_spec
-    from train.loader import load_model_and_processor, load_processor
+    from medvl.loading import load_model_and_processor, load_processor
 
     ckpt, marker = remote_code_checkpoint
     model, _, _ = load_model_and_processor(str(ckpt))          # training / merge / perplexity path

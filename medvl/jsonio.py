@@ -279,3 +279,23 @@ def iter_records(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[
     """Records one at a time from a .jsonl file or a .json list, in bounded memory (see iter_jsonl, iter_json_list)."""
     check_set(path)
     return iter_jsonl(path, bad_lines) if Path(path).suffix == ".jsonl" else iter_json_list(path)
+
+
+def completed_ids(path: Path) -> set[str]:
+    """Ids already in a predictions file; a trailing partial line (killed mid-write) is cut off."""
+    if not path.exists():
+        return set()
+    done, good_bytes = set(), 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                done.add(str(json.loads(line)["id"]))
+            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+                break
+            good_bytes += len(line)
+    if good_bytes != path.stat().st_size:
+        with open(path, "r+b") as f:
+            f.truncate(good_bytes)
+    return done

@@ -45,10 +45,10 @@ import unicodedata
 import warnings
 from typing import Iterable, Sequence
 
-from ._checks import check_pairs
-from .errors import MetricUnavailable
-from .normalize import tokens
-from .references import Refs, flatten, ref_lists
+from medvl.metrics._checks import check_pairs
+from medvl.metrics.errors import MetricUnavailable
+from medvl.metrics.normalize import tokens
+from medvl.metrics.references import Refs, flatten, ref_lists
 
 COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "cider")
 _SENTINEL = "alignment sentinel"  # PTB-tokenizes to itself; must come back as the last line
@@ -292,7 +292,7 @@ def _require_wordnet():
         return wordnet
     except (LookupError, OSError) as e:
         raise MetricUnavailable("meteor_nltk", "nltk WordNet data not found (nltk cannot download offline); run "
-                                               "`python -m eval.metrics.wordnet_setup` after installing the Debian "
+                                               "`python -m medvl.metrics.wordnet_setup` after installing the Debian "
                                                f"packages wordnet-base and wordnet-sense-index. Cause: {e}") from e
 
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from data_process.schema import IMAGE_TAG, REGION_TAG, image_list
+from medvl.schema import IMAGE_TAG, REGION_TAG, image_list
 from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
-from .models import ModelFamily, box_to_text
+from medvl.families import ModelFamily, box_to_text
 
 IGNORE_INDEX = -100
 DEFAULT_SYSTEM = object()  # sentinel: let the model's chat template pick its default system turn

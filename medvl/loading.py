@@ -2,7 +2,7 @@
 
 Without torchvision, transformers 5.x cannot build the stock Qwen-VL processor (its video slot needs torchvision),
 so we try `AutoProcessor` first and fall back to the tokenizer + image processor, which is all an image-only
-pipeline needs. Encoding itself lives in train/preprocess.py and uses only those two components.
+pipeline needs. Encoding itself lives in medvl/encoding.py and uses only those two components.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .models import ModelFamily, get_family
+from medvl.families import ModelFamily, get_family
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,10 @@ def load_processor_parts(path: str, min_pixels: int | None = None, max_pixels: i
 
 
 def load_processor(path: str, family: str | ModelFamily = "auto", **kw):
-    """A VLProcessor (train/preprocess.py) for the checkpoint at `path`."""
+    """A VLProcessor (medvl/encoding.py) for the checkpoint at `path`."""
     from transformers import AutoConfig
 
-    from .preprocess import VLProcessor
+    from medvl.encoding import VLProcessor
 
     fam = family if isinstance(family, ModelFamily) else (
         get_family(AutoConfig.from_pretrained(path, trust_remote_code=kw.get("trust_remote_code", False)))
@@ -106,7 +106,7 @@ def load_model_and_processor(path: str, family: str = "auto", dtype="auto", attn
                              **processor_kw):
     """(model, VLProcessor, family) for a local checkpoint dir or a hub id.
 
-    quantization "4bit" | "8bit": the LLM through bitsandbytes (train/quantization.py), the vision tower 16-bit unless
+    quantization "4bit" | "8bit": the LLM through bitsandbytes (medvl/quantization.py), the vision tower 16-bit unless
     quantize_vision; loaded onto `device_map` (default: the current CUDA device, else the CPU)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -121,7 +121,7 @@ def load_model_and_processor(path: str, family: str = "auto", dtype="auto", attn
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization not in (None, "none"):
-        from .quantization import bnb_config, check_quantized, compute_dtype_for, kept_16bit_modules
+        from medvl.quantization import bnb_config, check_quantized, compute_dtype_for, kept_16bit_modules
         compute = compute_dtype_for(dtype if isinstance(dtype, torch.dtype) else torch.bfloat16)
         kwargs["quantization_config"] = bnb_config(quantization, compute, kept_16bit_modules(config, fam, quantize_vision))
         if device_map is None:  # bitsandbytes quantizes while placing the weights: they need a device up front

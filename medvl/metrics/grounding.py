@@ -155,7 +155,7 @@ def position_words_in_text(text: str) -> dict:
     is unstated (ambiguous). A centre word (centre, center, central, middle, midline) sets every axis that
     no other word names, so "middle" is centre/centre and "upper middle" is upper/centre.
     """
-    from .normalize import tokens
+    from medvl.metrics.normalize import tokens
 
     words = tokens(text)
     h = {_HORIZONTAL[w] for w in words if w in _HORIZONTAL}

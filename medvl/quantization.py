@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .models import ModelFamily
+from medvl.families import ModelFamily
 
 
 def require_bitsandbytes():

@@ -11,7 +11,7 @@ lex_filenum field of every synset in data.noun/verb/adj/adv before it is written
 
 Examples (scripts/setup.sh runs the second):
     apt-get update && apt-get install -y wordnet-base wordnet-sense-index
-    python -m eval.metrics.wordnet_setup [--nltk-data DIR] [--source /usr/share/wordnet] [--force]
+    python -m medvl.metrics.wordnet_setup [--nltk-data DIR] [--source /usr/share/wordnet] [--force]
 
 The copy goes to DIR/corpora/wordnet, DIR defaulting to the first entry of $NLTK_DATA, else ~/nltk_data
 (on nltk's default search path). Idempotent and fast when done: a copy built by this script records the
@@ -145,7 +145,7 @@ def build(nltk_dir: Path, source: Path) -> Path:
     names = lexnames_from_man()
     origin = str(LEXNAMES_MAN)
     if names is None:
-        names, origin = list(_WN30_LEXNAMES), "table embedded in eval/metrics/wordnet_setup.py (man page absent)"
+        names, origin = list(_WN30_LEXNAMES), "table embedded in medvl/metrics/wordnet_setup.py (man page absent)"
     check_lexnames(names, source)
 
     corpora = nltk_dir / "corpora"
@@ -159,7 +159,7 @@ def build(nltk_dir: Path, source: Path) -> Path:
     with open(tmp / "lexnames", "w", encoding="ascii") as fp:
         for i, name in enumerate(names):
             fp.write(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n")
-    info = {"built_by": "eval.metrics.wordnet_setup", "lexnames_from": origin, **_fingerprint(source)}
+    info = {"built_by": "medvl.metrics.wordnet_setup", "lexnames_from": origin, **_fingerprint(source)}
     (tmp / "BUILD_INFO.json").write_text(json.dumps(info, indent=1))
     if final.exists() or final.is_symlink():
         old = corpora / f".wordnet.old-{os.getpid()}"
@@ -170,7 +170,7 @@ def build(nltk_dir: Path, source: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m eval.metrics.wordnet_setup", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m medvl.metrics.wordnet_setup", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nltk-data", type=Path, default=None, help="nltk data dir (default: $NLTK_DATA or ~/nltk_data)")

@@ -5,12 +5,14 @@
  "meta": {"dataset": "vqa_rad", "split": "test", "answer_type": "closed"|"open", "question_type": "...",
           "organ": "...", "modality": "...", "boxes": [{"label": "liver", "xyxy": [x1, y1, x2, y2], "image_size": [w, h]}]}}
 
-Boxes are absolute pixels of the original image; each model family's box text is made at collate time (train/models.py).
+Boxes are absolute pixels of the original image; each model family's box text is made at collate time (medvl/families.py).
 A `<region>` tag in a turn stands for the next box of meta.boxes (k-th tag -> boxes[k]; when a record has tags, their
 count equals the number of boxes). It is rendered in the family's format at encode time: in a question as the bare box
 ("What is in <region>?"), in an answer with its label (a grounded caption).
 """
 from __future__ import annotations
+
+import re
 
 from typing import Any
 
@@ -87,3 +89,9 @@ def record_problems(rec: Any) -> list[str]:
         if n_regions and n_regions != len(meta.get("boxes") or []):
             out.append(f"{n_regions} '{REGION_TAG}' tags for {len(meta.get('boxes') or [])} boxes in meta.boxes")
     return out
+
+
+def strip_image_tags(text: str) -> tuple[str, int]:
+    """The text without its image tags (each becomes a line break), and how many there were."""
+    n = text.count(IMAGE_TAG)
+    return (re.sub(rf"\s*{re.escape(IMAGE_TAG)}\s*", "\n", text).strip() if n else text), n

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .preprocess import IGNORE_INDEX, Encoded, mm_token_type_ids
+from medvl.encoding import IGNORE_INDEX, Encoded, mm_token_type_ids
 
 
 def with_vision_keepalive(batch: list[Encoded], keepalive: Encoded | None) -> list[Encoded]:
@@ -75,7 +75,7 @@ def make_keepalive(processor) -> Encoded:
 
     from PIL import Image
 
-    from data_process.schema import make_record
+    from medvl.schema import make_record
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "keepalive.png"

@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable, Sequence
 
-from . import closed, nlg, text
-from .errors import MetricUnavailable
-from .references import best, best_of, flatten, ref_lists
+from medvl.metrics import closed, nlg, text
+from medvl.metrics.errors import MetricUnavailable
+from medvl.metrics.references import best, best_of, flatten, ref_lists
 
 # Per-sample metrics: (preds, refs) -> list[float]; the reported score is their mean.
 TEXT_METRICS: dict[str, Callable[[Sequence[str], Sequence[str]], list[float]]] = {
@@ -74,7 +74,7 @@ def compute_all(preds: Sequence[str], refs: Sequence, *, bertscore_model: str | 
         raise ValueError(f"unknown metrics {unknown}; known: {list(ALL_METRICS)}")
     if BERTSCORE in names and not bertscore_model:
         raise ValueError("bertscore_f1 requested without bertscore_model (a hub name or a local directory, e.g. "
-                         "eval.metrics.bertscore.default_local_bertscore_model())")
+                         "medvl.metrics.bertscore.default_local_bertscore_model())")
     lists = ref_lists(preds, refs)
     if not preds:
         raise ValueError("no samples to score")
@@ -114,7 +114,7 @@ def compute_all(preds: Sequence[str], refs: Sequence, *, bertscore_model: str | 
                 attempt(group, lambda group=group: nlg.coco_from_tokens(gts, res, group))
 
     if BERTSCORE in names:
-        from .bertscore import bertscore_f1
+        from medvl.metrics.bertscore import bertscore_f1
 
         def _bs() -> dict:
             fp, fr, owner = flatten(preds, lists)

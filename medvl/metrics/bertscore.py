@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ._checks import check_pairs
-from .errors import MetricUnavailable
+from medvl.metrics._checks import check_pairs
+from medvl.metrics.errors import MetricUnavailable
 
 _HUGE = 10**6  # model_max_length above this is transformers' "unset" sentinel (int(1e30))
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}  # padding_idx + 1 = 2

@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ._checks import check_pairs
-from .normalize import normalize_answer
+from medvl.metrics._checks import check_pairs
+from medvl.metrics.normalize import normalize_answer
 
 
 def _pairs(preds: Sequence[str], refs: Sequence[str]) -> list[tuple[str, str]]:

@@ -119,7 +119,7 @@ def use_varlen_vision(model, cpu_ok: bool = False) -> bool:
     (loading with a "flash" name would look for the flash-attn package). Only replaces SDPA. Returns whether it
     was applied.
     cpu_ok (tests): also on CPU, where the portable per-image path does what transformers' own loop does."""
-    from .models import vision_tower
+    from medvl.families import vision_tower
 
     visual = vision_tower(model)
     device = next(model.parameters()).device

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ._checks import check_pairs
-from .normalize import normalize_answer, yes_no
+from medvl.metrics._checks import check_pairs
+from medvl.metrics.normalize import normalize_answer, yes_no
 
 
 def closed_accuracy(preds: Sequence[str], refs: Sequence[str]) -> list[float]:

@@ -1,6 +1,6 @@
 """Padding-free packing: a micro-batch of samples becomes one row of real tokens.
 
-The row carries the boundaries (`cu_seq_lens_*`, `max_length_*`) that the varlen attention (train/varlen_attention.py)
+The row carries the boundaries (`cu_seq_lens_*`, `max_length_*`) that the varlen attention (medvl/varlen_attention.py)
 reads, so no sample attends across its neighbours and no padding token is ever computed. Position ids are the model's
 own mRoPE ids per sample (`packed_position_ids`), restarted at 0 for every sample: the packed forward is the padded
 forward, token for token.
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .collator import add_images, add_skipped, with_vision_keepalive
-from .preprocess import IGNORE_INDEX, Encoded
+from medvl.collate import add_images, add_skipped, with_vision_keepalive
+from medvl.encoding import IGNORE_INDEX, Encoded
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from ._checks import check_pairs
+from medvl.metrics._checks import check_pairs
 
 Refs = Sequence["str | Sequence[str]"]
 
