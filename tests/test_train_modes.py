@@ -103,7 +103,7 @@ def test_mixed_modes_change_exactly_their_parameters_and_merge(family, modes, ch
 def test_fused_adamw_is_the_gpu_default_unless_an_optimizer_was_chosen(monkeypatch, tmp_path):
     from transformers import TrainingArguments
 
-    from train.finetune import _given, default_optimizer
+    from train.config import _given, default_optimizer
 
     assert _given(["--optim", "adamw_8bit"], "optim") and _given(["--optim=sgd"], "optim")
     assert not _given(["--optim_args", "x"], "optim")

@@ -5,7 +5,11 @@ any field given explicitly on the command line or in the recipe wins over the pr
 """
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # What each stage trains. Values are defaults; explicit arguments override them.
 STAGE_PRESETS: dict[int, dict] = {
@@ -127,3 +131,78 @@ class SpeedArguments:
         "help": "Stage 2: keep the frozen ViT+merger output per image in host RAM, reuse it from epoch 2 "
                 "(needs --packing; not Qwen3-VL; not ZeRO-3)"})
     vision_cache_gib: float = field(default=16.0, metadata={"help": "host-RAM bound of the vision cache"})
+
+
+def _finetune_doc() -> str:
+    import train.finetune
+    return train.finetune.__doc__
+
+
+def parse_args(argv=None):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments, SpeedArguments),
+                              prog="python -m train.finetune", description=_finetune_doc(),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        margs, dargs, sargs, targs, fargs = parser.parse_yaml_file(argv[0])
+    elif len(argv) == 1 and argv[0].endswith(".json"):
+        margs, dargs, sargs, targs, fargs = parser.parse_json_file(argv[0])
+    else:
+        margs, dargs, sargs, targs, fargs = parser.parse_args_into_dataclasses(argv)
+    sargs.apply_preset()
+    default_optimizer(targs, optim_given=_given(argv, "optim"))
+    check_training_modes(margs, sargs, targs)
+    targs.remove_unused_columns = False  # our collator consumes whole records
+    targs.label_names = ["labels"]       # PEFT hides forward's signature; without this no eval loss
+    if targs.gradient_checkpointing and not targs.gradient_checkpointing_kwargs:
+        targs.gradient_checkpointing_kwargs = {"use_reentrant": False}
+    return margs, dargs, sargs, targs, fargs
+
+
+def _given(argv: list[str], name: str) -> bool:
+    """Whether an option was set explicitly, on the command line or in the recipe file."""
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
+        import yaml  # JSON is YAML
+        return name in (yaml.safe_load(Path(argv[0]).read_text()) or {})
+    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
+
+
+def default_optimizer(targs, optim_given: bool) -> None:
+    """Fused AdamW on GPUs unless the user picked an optimizer (transformers >= 5 with torch >= 2.8 defaults to it
+    already; pinning it keeps the choice independent of library versions). 8-bit / paged ones need bitsandbytes."""
+    import torch
+    from transformers.training_args import OptimizerNames
+
+    if not optim_given and torch.cuda.is_available() and not targs.use_cpu:
+        targs.optim = OptimizerNames.ADAMW_TORCH_FUSED
+    name = getattr(targs.optim, "value", targs.optim)
+    if "8bit" in name or "bnb" in name or name.startswith("paged_"):
+        from medvl.quantization import require_bitsandbytes
+        require_bitsandbytes()
+
+
+def check_training_modes(margs: ModelArguments, sargs: StageArguments, targs) -> None:
+    """Refuse what cannot train before loading anything: optimizer steps on quantized weights, quantized bases
+    under ZeRO-3 (it would partition bitsandbytes' packed weights)."""
+    if margs.quantization == "none":
+        return
+    from medvl.quantization import require_bitsandbytes
+    require_bitsandbytes()
+    quantized = ("vision", "merger", "llm") if margs.quantize_vision else ("llm",)
+    full = [c for c in quantized if sargs.modes[c] == "full"]
+    if full:
+        raise ValueError(f"--train_{full[0]} full cannot train --quantization {margs.quantization} weights: use lora "
+                         f"(QLoRA) for it, or --quantization none" + ("" if full[0] == "llm" else ", or drop --quantize_vision"))
+    if _zero_stage(targs) == 3:
+        raise ValueError("--quantization does not work with ZeRO-3: use ds_configs/zero2.json (or no DeepSpeed)")
+
+
+def _zero_stage(targs) -> int:
+    cfg = targs.deepspeed
+    if not cfg:
+        return 0
+    if isinstance(cfg, str):
+        cfg = json.loads(Path(cfg).read_text())
+    return int(cfg.get("zero_optimization", {}).get("stage", 0))
