@@ -39,8 +39,14 @@ def lock_folder(folder: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 512).decode(errors="replace").strip() or "another process"
+        holder = ""
+        for _ in range(40):  # the holder writes its pid just after taking the lock: give it a moment
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip()
+            if holder:
+                break
+            time.sleep(0.05)
         os.close(fd)
+        holder = holder or "another process"
         raise OutputInUse(f"{folder} is in use by {holder}: wait for it to finish, or write to another "
                           f"--out_dir") from None
     os.ftruncate(fd, 0)
