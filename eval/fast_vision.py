@@ -9,17 +9,18 @@ GPU time for 8-token answers on 448-560 px images, bench/RESULTS.md).
 """
 from __future__ import annotations
 
+from medvl.families import family_of
+from medvl.varlen_attention import use_varlen_vision
+
 
 def prepare_vision(model, compile: bool = False) -> dict:
     """Apply the fast vision paths this machine supports; returns what was applied (recorded in run_info)."""
-    from medvl.families import vision_tower
-    from medvl.varlen_attention import use_varlen_vision
-
-    visual = vision_tower(model)
-    if visual is None:
+    family = family_of(model)
+    if family is None:
         return {"attention": None, "compiled": False}
+    visual = family.vision_tower(model)
     use_varlen_vision(model)
     if compile:
-        for block in visual.blocks:
+        for block in family.vision_blocks(model):
             block.compile(dynamic=True)
     return {"attention": visual.config._attn_implementation, "compiled": bool(compile)}

@@ -182,9 +182,7 @@ class VLProcessor:
         if not boxes or not image_sizes:
             raise SampleError(rec.get("id"), "grounding_without_box_or_image")
         parts = [self.box_text(b, image_sizes, input_sizes, sample_id=rec.get("id")) for b in boxes]
-        if self.family.box_format == "qwen2":
-            return "".join(parts)
-        return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+        return self.family.join_boxes(parts)
 
     def render_regions(self, rec: dict, image_sizes, input_sizes) -> list[str]:
         """Turn values with each `<region>` tag replaced by the next box of meta.boxes in this family's format:

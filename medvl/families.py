@@ -1,7 +1,14 @@
-"""Model-family registry: the one place that knows Qwen-VL module names and box text formats.
+"""Model-family registry: the ONE place that knows what differs between Qwen-VL families.
+
+A family holds its module names (LoRA targets, component patterns), where its vision tower, blocks and merger sit
+(accessors: `family.vision_tower(model)`, `.vision_blocks`, `.merger`, `.spatial_merge_size`), its box text format
+(`family.format_box`, `.join_boxes`, `.parse_boxes`) and capability flags (`deepstack`, `supports_vision_cache`).
+Nothing outside this module branches on a family name, a model_type or a box format: it asks the family.
 
 Module selection is by regex anchored on the tower name (never a bare suffix: Qwen2.5-VL's ViT MLP also has
 gate/up/down_proj), resolved against the loaded model so a moved path fails loudly instead of training nothing.
+Modules are found by name suffix, so the same accessor works on a bare model (`model.visual` in transformers 4.x,
+`model.model.visual` in 5.x) and a PEFT-wrapped one (`base_model.model.model.visual`).
 """
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Iterable
+
+import torch.nn as nn
 
 # One LLM linear = "<...>language_model.layers.N.(self_attn|mlp).<name>_proj"
 _LLM_PROJ = {
@@ -20,6 +29,7 @@ _LLM_PROJ = {
 @dataclass(frozen=True)
 class ModelFamily:
     name: str
+    label: str                       # how people write it, for messages ("Qwen2.5-VL")
     model_types: tuple[str, ...]     # config.model_type values of this family
     merger_regex: str                # Stage 1 LoRA targets (visual merger linears)
     vision_regex: str                # the whole vision tower (frozen unless asked)
@@ -29,6 +39,10 @@ class ModelFamily:
     llm_full_regex: str = r"(^|\.)(language_model|lm_head)(\.|$)"  # every LLM parameter (--train_llm full)
     box_scale: int = 1000            # relative box grid, for the relative formats
     default_system_prompt: str | None = "You are a helpful assistant."
+    tower_attr: str = "visual"       # attribute holding the vision tower (ViT blocks + merger)
+    blocks_attr: str = "blocks"      # the tower's ModuleList of ViT blocks
+    merger_attr: str = "merger"      # the tower's patch merger (vision features -> LLM embeddings)
+    deepstack_attr: str | None = None  # Qwen3-VL: extra mergers whose outputs feed several LLM layers
 
     def llm_regex(self, targets: Iterable[str] = ("attn", "ffn")) -> str:
         targets = list(targets)
@@ -38,21 +52,85 @@ class ModelFamily:
         alts = "|".join(_LLM_PROJ[t] for t in targets)
         return rf"(^|\.)language_model\.layers\.\d+\.({alts})$"
 
+    # -- capability flags ---------------------------------------------------------------------
+    @property
+    def deepstack(self) -> bool:
+        """Merged vision features also feed several LLM layers (not only the image-token embeddings)."""
+        return self.deepstack_attr is not None
+
+    @property
+    def supports_vision_cache(self) -> bool:
+        """Whether the merger output alone stands for an image (train/vision_cache.py): not with deepstack."""
+        return not self.deepstack
+
+    # -- where the vision modules sit in a loaded model ----------------------------------------
+    def vision_tower(self, model) -> nn.Module:
+        """The vision tower of a loaded model of this family, wrapped (PEFT) or not."""
+        hits = [n for n, _ in model.named_modules() if n == self.tower_attr or n.endswith("." + self.tower_attr)]
+        if not hits:
+            raise ValueError(f"no {self.tower_attr!r} module in the loaded {self.name} model; module paths differ "
+                             f"between transformers versions: update the registry (medvl/families.py)")
+        return model.get_submodule(min(hits, key=len))  # the outermost: a tower may hold a `.visual` of its own
+
+    def _tower_part(self, model, attr: str) -> nn.Module:
+        tower = self.vision_tower(model)
+        part = getattr(tower, attr, None)
+        if not isinstance(part, nn.Module):
+            raise ValueError(f"the {self.name} vision tower ({type(tower).__name__}) has no {attr!r} module; "
+                             f"update the registry (medvl/families.py)")
+        return part
+
+    def vision_blocks(self, model) -> nn.ModuleList:
+        """The ViT blocks (what --train_vision lora adapts and --compile_vision compiles)."""
+        return self._tower_part(model, self.blocks_attr)
+
+    def merger(self, model) -> nn.Module:
+        """The patch merger: vision features -> LLM embedding rows (what Stage 1 trains)."""
+        return self._tower_part(model, self.merger_attr)
+
+    def deepstack_mergers(self, model) -> list[nn.Module]:
+        """The extra deepstack mergers (Qwen3-VL); empty for a family without them."""
+        return list(self._tower_part(model, self.deepstack_attr)) if self.deepstack else []
+
+    def spatial_merge_size(self, model) -> int:
+        """Patches merged per side into one LLM image token (image tokens = patches / merge**2)."""
+        tower = self.vision_tower(model)
+        merge = getattr(tower, "spatial_merge_size", None) or getattr(tower.config, "spatial_merge_size", None)
+        if not merge:
+            raise ValueError(f"the {self.name} vision tower has no spatial_merge_size")
+        return int(merge)
+
+    # -- box text -------------------------------------------------------------------------------
+    def format_box(self, xyxy, orig_size, input_size, label: str | None = None) -> str:
+        """One box (pixels of the original image) as this family's text; see box_to_text."""
+        return box_to_text(self, xyxy, orig_size, input_size, label)
+
+    def join_boxes(self, parts: list[str]) -> str:
+        """Several formatted boxes as one answer: Qwen2-VL's special-token boxes run on, JSON boxes form a list."""
+        if self.box_format == "qwen2":
+            return "".join(parts)
+        return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+
+    def parse_boxes(self, text: str, orig_size, input_size) -> list[tuple[str | None, list[float]]]:
+        """Boxes in a model's output, in pixels of the original image; see parse_boxes."""
+        return parse_boxes(self, text, orig_size, input_size)
+
 
 FAMILIES: dict[str, ModelFamily] = {
     "qwen2_vl": ModelFamily(
-        name="qwen2_vl", model_types=("qwen2_vl",),
+        name="qwen2_vl", label="Qwen2-VL", model_types=("qwen2_vl",),
         merger_regex=r"(^|\.)visual\.merger\.mlp\.(0|2)$",
         vision_regex=r"(^|\.)visual(\.|$)", box_format="qwen2"),
     "qwen2_5_vl": ModelFamily(
-        name="qwen2_5_vl", model_types=("qwen2_5_vl",),
+        name="qwen2_5_vl", label="Qwen2.5-VL", model_types=("qwen2_5_vl",),
         merger_regex=r"(^|\.)visual\.merger\.mlp\.(0|2)$",
         vision_regex=r"(^|\.)visual(\.|$)", box_format="json_abs"),
     "qwen3_vl": ModelFamily(
-        name="qwen3_vl", model_types=("qwen3_vl", "qwen3_vl_moe"),
+        name="qwen3_vl", label="Qwen3-VL", model_types=("qwen3_vl", "qwen3_vl_moe"),
         merger_regex=r"(^|\.)visual\.(merger|deepstack_merger_list\.\d+)\.linear_fc(1|2)$",
         vision_regex=r"(^|\.)visual(\.|$)", box_format="json_rel", default_system_prompt=None,
-        merger_block_regex=r"(^|\.)visual\.(merger|deepstack_merger_list)(\.|$)"),
+        merger_block_regex=r"(^|\.)visual\.(merger|deepstack_merger_list)(\.|$)",
+        deepstack_attr="deepstack_merger_list"),
 }
 
 
@@ -63,22 +141,30 @@ def get_family(name_or_config) -> ModelFamily:
             return FAMILIES[name_or_config]
         raise ValueError(f"unknown model family {name_or_config!r}; known: {sorted(FAMILIES)}")
     mt = getattr(name_or_config, "model_type", None)
-    for fam in FAMILIES.values():
-        if mt in fam.model_types:
-            return fam
-    raise ValueError(f"model_type {mt!r} is not a supported Qwen-VL family; known: "
-                     f"{sorted(t for f in FAMILIES.values() for t in f.model_types)}")
+    fam = _by_model_type(mt)
+    if fam is None:
+        raise ValueError(f"model_type {mt!r} is not a supported Qwen-VL family; known: "
+                         f"{sorted(t for f in FAMILIES.values() for t in f.model_types)}")
+    return fam
 
 
-def vision_tower(model):
-    """The vision tower (`visual`) of a Qwen-VL model, wrapped (PEFT) or not; None for a text-only model."""
-    return next((m for n, m in model.named_modules() if n == "visual" or n.endswith(".visual")), None)
+def _by_model_type(model_type) -> ModelFamily | None:
+    return next((fam for fam in FAMILIES.values() if model_type in fam.model_types), None)
+
+
+def family_of(model) -> ModelFamily | None:
+    """The family of a loaded model (wrapped or not), or None for a model of no registered family (a text LLM)."""
+    return _by_model_type(getattr(getattr(model, "config", None), "model_type", None))
+
+
+def vision_tower(model) -> nn.Module | None:
+    """The vision tower of a loaded model whose family is not at hand; None for a model of no registered family."""
+    fam = family_of(model)
+    return fam.vision_tower(model) if fam is not None else None
 
 
 def resolve_modules(model, regex: str, what: str, linear_only: bool = True) -> list[str]:
     """Names of modules matching `regex` (re.search on the full name); a clear error when none match."""
-    import torch.nn as nn
-
     pat = re.compile(regex)
     names = [n for n, m in model.named_modules()
              if pat.search(n) and (not linear_only or isinstance(m, nn.Linear) or type(m).__name__.endswith("Linear"))]

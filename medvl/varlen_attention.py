@@ -18,6 +18,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from medvl.families import vision_tower
+
 NAME = "medvl_varlen"
 VISION_NAME = "medvl_flash_vision"  # see use_varlen_vision
 _PACKED = contextvars.ContextVar("medvl_packed_forward", default=False)
@@ -119,8 +121,6 @@ def use_varlen_vision(model, cpu_ok: bool = False) -> bool:
     (loading with a "flash" name would look for the flash-attn package). Only replaces SDPA. Returns whether it
     was applied.
     cpu_ok (tests): also on CPU, where the portable per-image path does what transformers' own loop does."""
-    from medvl.families import vision_tower
-
     visual = vision_tower(model)
     device = next(model.parameters()).device
     if visual is None or not cpu_ok and (device.type != "cuda" or _torch_varlen() is None):

@@ -85,25 +85,13 @@ def _refuse_quantized_full(model, family: ModelFamily, component: str) -> None:
                          f"--quantize_vision for the vision tower / merger)")
 
 
-def _tower(model, family: ModelFamily, what: str):
-    """The vision tower module (what == 'root') or its list of blocks (what == 'blocks'), found by registry pattern."""
-    names = [n for n, _ in model.named_modules() if re.search(family.vision_regex, n)]
-    if not names:
-        return None
-    root = min(names, key=len)
-    mod = model.get_submodule(root)
-    return mod if what == "root" else getattr(mod, "blocks", None)
-
-
 def _no_grad_for_frozen(model, family: ModelFamily, modes: dict[str, str]) -> None:
-    root, blocks = _tower(model, family, "root"), _tower(model, family, "blocks")
-    if root is None:
-        return
+    root = family.vision_tower(model)
     if modes["vision"] == "frozen" and modes["merger"] == "frozen":
         run_frozen_under_no_grad(root)
         return
     run_with_grad(root)
-    for block in blocks or []:
+    for block in family.vision_blocks(model):
         (run_frozen_under_no_grad if modes["vision"] == "frozen" else run_with_grad)(block)
 
 

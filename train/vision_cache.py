@@ -6,20 +6,22 @@ second epoch on it is skipped. Features are kept in host memory (bounded; beyond
 counted, never dropped) and copied to the GPU per step.
 
 Keyed by the sample's record id and the image's index in it: within one run an id always encodes the same image at
-the same resolution. Qwen3-VL is not supported (its deepstack features feed several LLM layers).
+the same resolution. A deepstack family (Qwen3-VL) is not supported: its merged features feed several LLM layers,
+so the merger output alone does not stand for the image (family.supports_vision_cache).
 """
 from __future__ import annotations
 
 import torch
 
 from medvl.families import ModelFamily
+from train.adapters import component_of
 
 
 class VisionFeatureCache:
     def __init__(self, family: ModelFamily, max_gib: float = 16.0, device: str = "cpu"):
-        if family.name == "qwen3_vl":
-            raise ValueError("--vision_cache does not support Qwen3-VL (deepstack features feed several LLM layers); "
-                             "train it without --vision_cache")
+        if not family.supports_vision_cache:
+            raise ValueError(f"--vision_cache does not support {family.label} (deepstack features feed several LLM "
+                             f"layers); train it without --vision_cache")
         self.family = family
         self.max_bytes, self.device = int(max_gib * 2 ** 30), device
         self.store: dict[str, torch.Tensor] = {}
@@ -27,7 +29,6 @@ class VisionFeatureCache:
         self.stats = {"hits": 0, "misses": 0, "not_stored_full": 0}
 
     def check_frozen(self, model) -> None:
-        from train.adapters import component_of  # the registry's view of which parameters are ViT / merger
         trainable = [n for n, p in model.named_parameters()
                      if p.requires_grad and component_of(n, self.family) in ("vision", "merger")]
         if trainable:
@@ -39,7 +40,7 @@ class VisionFeatureCache:
             out = inner.get_image_features(pixel_values, grid_thw)
         feats = getattr(out, "pooler_output", out)  # transformers 5.x returns an output object, older a tuple
         if isinstance(feats, torch.Tensor):
-            merge = inner.visual.spatial_merge_size
+            merge = self.family.spatial_merge_size(inner)
             feats = torch.split(feats, (grid_thw.prod(-1) // merge ** 2).tolist())
         return list(feats)
 
