@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from PIL import Image
 
-from medvl.encoding import IGNORE_INDEX, Encoded, mm_token_type_ids
+from medvl.samples import IGNORE_INDEX, Encoded
+from medvl.schema import make_record
+
+
+def mm_token_type_ids(input_ids, image_token_id: int):
+    """transformers 5.x needs the modality of each token (1 = image) whenever image_grid_thw is passed."""
+    return (input_ids == image_token_id).long()
 
 
 def with_vision_keepalive(batch: list[Encoded], keepalive: Encoded | None) -> list[Encoded]:
@@ -70,13 +79,6 @@ def add_images(out: dict, batch: list[Encoded], image_token_id: int) -> dict:
 
 def make_keepalive(processor) -> Encoded:
     """The keepalive sample: a blank 56x56 image (the smallest Qwen-VL input) through the one encoding path."""
-    import tempfile
-    from pathlib import Path
-
-    from PIL import Image
-
-    from medvl.schema import make_record
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "keepalive.png"
         Image.new("RGB", (56, 56), (128, 128, 128)).save(path)

@@ -1,93 +1,25 @@
-"""Record -> model inputs. The ONE encoding path used by validation, training and evaluation.
+"""Record -> model inputs (token ids, labels, pixels). The ONE encoding path used by validation, training and evaluation.
 
 Same image resizing (min/max pixels of the image processor), same chat template, same image-token expansion
-everywhere, so a sample that validates is a sample that trains and evaluates identically.
+everywhere, so a sample that validates is a sample that trains and evaluates identically. The chat messages come
+from medvl/prompt.py (boxes in the family's format), images from medvl/images.py; this module tokenizes.
+
+IGNORE_INDEX, DEFAULT_SYSTEM, SampleError, Encoded (medvl/samples.py) and load_image (medvl/images.py) are
+re-exported: the rest of the repository imports them from here.
 """
 from __future__ import annotations
 
 import os
-import re
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
+from medvl.families import ModelFamily
+from medvl.images import load_image
+from medvl.paths import OutsideRoot, resolve_inside
+from medvl.prompt import PlainText, PromptBuilder
+from medvl.samples import DEFAULT_SYSTEM, IGNORE_INDEX, Encoded, SampleError
+from medvl.schema import image_list
 
-from medvl.schema import IMAGE_TAG, REGION_TAG, image_list
-from medvl.paths import FileTooLarge, OutsideRoot, check_file_size, resolve_inside
-from medvl.families import ModelFamily, box_to_text
-
-IGNORE_INDEX = -100
-DEFAULT_SYSTEM = object()  # sentinel: let the model's chat template pick its default system turn
-
-
-class SampleError(ValueError):
-    """A record that cannot be encoded. `reason` is a short stable key for reports."""
-
-    def __init__(self, sample_id: Any, reason: str, detail: str = ""):
-        self.sample_id, self.reason, self.detail = sample_id, reason, detail
-        super().__init__(f"sample {sample_id!r}: {reason}" + (f" ({detail})" if detail else ""))
-
-
-def load_image(path: str | os.PathLike, sample_id: Any = None, max_image_pixels: int | None = None,
-               max_image_bytes: int | None = None):
-    """Open an image as RGB. Grayscale, 16-bit, CMYK, palette and alpha images are converted, not rejected.
-
-    A file over max_image_bytes (default medvl.paths.MAX_IMAGE_BYTES) is rejected as image_file_too_large from its
-    size, before it is opened.
-
-    An image over max_image_pixels (default: PIL's MAX_IMAGE_PIXELS, the size PIL calls a possible decompression
-    bomb) is rejected as image_too_large from its header, before any pixel is decoded. PIL itself only warns up
-    to twice that size and decodes it: ~90 M pixels, a few hundred MB per image per worker."""
-    from PIL import Image, UnidentifiedImageError
-
-    limit = max_image_pixels or Image.MAX_IMAGE_PIXELS or 89_478_485
-    p = Path(path)
-    if not p.is_file():
-        raise SampleError(sample_id, "missing_image", str(p))
-    try:
-        check_file_size(p, max_image_bytes)
-    except FileTooLarge as e:
-        raise SampleError(sample_id, e.reason, str(e)) from None
-    try:
-        with Image.open(p) as im:
-            if im.width * im.height > limit:
-                raise SampleError(sample_id, "image_too_large", f"{im.width}x{im.height} > {limit} pixels: {p}")
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                # 16/32-bit grayscale: rescale to 8 bits by the image's own range (a plain convert clips).
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-                im = Image.fromarray(arr.astype(np.uint8), mode="L")
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGB", im.size, (0, 0, 0))
-                bg.paste(im, mask=im.split()[-1])
-                return bg
-            return im.convert("RGB")
-    except SampleError:
-        raise
-    except Image.DecompressionBombError as e:  # over twice PIL's limit: refused by PIL at open
-        raise SampleError(sample_id, "image_too_large", f"{p}: {e}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise SampleError(sample_id, "unreadable_image", f"{p}: {e}") from None
-
-
-@dataclass
-class Encoded:
-    input_ids: list[int]
-    labels: list[int] | None
-    pixel_values: Any = None            # torch.Tensor (num_patches, patch_dim) or None
-    image_grid_thw: Any = None          # torch.Tensor (num_images, 3) or None
-    image_sizes: list = field(default_factory=list)   # original (w, h) per image
-    input_sizes: list = field(default_factory=list)   # resized model input (w, h) per image
-    key: str | None = None              # the record id (set by the training dataset; keys the vision cache)
-    skipped: dict = field(default_factory=dict)  # {id: reason} of records the dataset skipped to reach this one
-
-    def __len__(self):
-        return len(self.input_ids)
+__all__ = ["DEFAULT_SYSTEM", "IGNORE_INDEX", "Encoded", "SampleError", "VLProcessor", "load_image"]
 
 
 class VLProcessor:
@@ -99,7 +31,7 @@ class VLProcessor:
         if truncation not in ("reject", "text_tail"):
             raise ValueError("truncation must be 'reject' or 'text_tail'")
         self.tokenizer, self.image_processor, self.family = tokenizer, image_processor, family
-        self.max_len, self.system_prompt, self.image_root, self.truncation = max_len, system_prompt, image_root, truncation
+        self.max_len, self.image_root, self.truncation = max_len, image_root, truncation
         self.allow_outside_root, self.max_image_bytes = allow_outside_root, max_image_bytes
         self.image_token = "<|image_pad|>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -108,25 +40,24 @@ class VLProcessor:
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._assistant_header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
         self._im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        # Record text is data, never markup: a special-token string in it ("<|im_end|>\n<|im_start|>assistant\n"
-        # in a question) is fenced by _plain and tokenized as plain characters; only the template's tokens are live.
-        # The fence is random and printable ASCII (json.dumps keeps it in box labels), so no record can forge it.
-        self._fence = f"<medvl-plain-{uuid.uuid4().hex}>"
-        specials = sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special}, key=len, reverse=True)
-        self._special_re = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self._plain = PlainText(tokenizer)  # record text is data: see medvl/prompt.py
+        self.prompt = PromptBuilder(family, self._plain, system_prompt)
+
+    @property
+    def system_prompt(self):
+        return self.prompt.system_prompt
+
+    def messages(self, rec: dict, include_answer: bool, image_sizes=(), input_sizes=()) -> list[dict]:
+        """The chat messages of a record (medvl/prompt.py), before the template renders them."""
+        return self.prompt.messages(rec, include_answer, image_sizes, input_sizes)
 
     # -- pieces ---------------------------------------------------------------------------------
-    def _plain(self, text: str) -> str:
-        """Text from a record (or the user's system prompt) with each special-token string fenced as plain text."""
-        if self._special_re is None:
-            return text
-        return self._special_re.sub(lambda m: self._fence + m.group(0) + self._fence, text)
-
     def _tokenize(self, text: str, grid, sample_id) -> list[int]:
         """The rendered template -> ids: fenced pieces with special tokens split into ordinary tokens, the rest as
         the tokenizer reads it (image slots expanded there only). Without a fence: one call, as before."""
-        pieces = text.split(self._fence)
-        live = self._expand_image_tokens(self._fence.join(pieces[0::2]), grid, sample_id).split(self._fence)
+        fence = self._plain.fence
+        pieces = text.split(fence)
+        live = self._expand_image_tokens(fence.join(pieces[0::2]), grid, sample_id).split(fence)
         ids: list[int] = []
         for i, piece in enumerate(pieces):
             plain = i % 2 == 1
@@ -158,79 +89,6 @@ class VLProcessor:
         sizes = [im.size for im in images]
         input_sizes = [(int(g[2]) * self.patch, int(g[1]) * self.patch) for g in grid]
         return out["pixel_values"], grid, sizes, input_sizes
-
-    def box_text(self, box: dict, image_sizes, input_sizes, with_label: bool = True, sample_id: Any = None) -> str:
-        """One meta box in this family's format (a box stored for another size of the image is rescaled to it)."""
-        x1, y1, x2, y2 = box["xyxy"]
-        w, h = image_sizes[0]
-        bw, bh = box.get("image_size") or (w, h)
-        if (bw, bh) != (w, h):
-            x1, y1, x2, y2 = x1 * w / bw, y1 * h / bh, x2 * w / bw, y2 * h / bh
-        # checked against the decoded image: a record's image_size may be absent or wrong (1 px: rounding)
-        if not (-1 <= x1 < x2 <= w + 1 and -1 <= y1 < y2 <= h + 1):
-            raise SampleError(sample_id, "box_outside_image", f"{box['xyxy']} on the {w}x{h} image")
-        label = box.get("label") if with_label else None
-        return box_to_text(self.family, [x1, y1, x2, y2], (w, h), input_sizes[0],
-                           self._plain(label) if isinstance(label, str) else label)
-
-    def answer_text(self, rec: dict, turn_value: str, image_sizes, input_sizes) -> str:
-        """A grounding record's answer is its box, written in this family's format."""
-        meta = rec.get("meta") or {}
-        if meta.get("task") != "grounding":
-            return turn_value
-        boxes = meta.get("boxes") or []
-        if not boxes or not image_sizes:
-            raise SampleError(rec.get("id"), "grounding_without_box_or_image")
-        parts = [self.box_text(b, image_sizes, input_sizes, sample_id=rec.get("id")) for b in boxes]
-        return self.family.join_boxes(parts)
-
-    def render_regions(self, rec: dict, image_sizes, input_sizes) -> list[str]:
-        """Turn values with each `<region>` tag replaced by the next box of meta.boxes in this family's format:
-        bare in a question (a label there would give away a region-classification answer), labelled in an answer."""
-        conv = rec["conversations"]
-        n_tags = sum(t["value"].count(REGION_TAG) for t in conv)
-        if not n_tags:
-            return [self._plain(t["value"]) for t in conv]
-        boxes = (rec.get("meta") or {}).get("boxes") or []
-        if n_tags != len(boxes):
-            raise SampleError(rec.get("id"), "region_tag_mismatch", f"{n_tags} {REGION_TAG} tags for {len(boxes)} boxes")
-        if not image_sizes:
-            raise SampleError(rec.get("id"), "region_without_image")
-        it = iter(boxes)
-        out = []
-        for turn in conv:
-            pieces = turn["value"].split(REGION_TAG)
-            text = self._plain(pieces[0])
-            for rest in pieces[1:]:
-                text += self.box_text(next(it), image_sizes, input_sizes, with_label=turn["from"] == "gpt",
-                                      sample_id=rec.get("id")) + self._plain(rest)
-            out.append(text)
-        return out
-
-    def messages(self, rec: dict, include_answer: bool, image_sizes=(), input_sizes=()) -> list[dict]:
-        values = self.render_regions(rec, image_sizes, input_sizes)
-        conv = rec["conversations"]
-        if not include_answer:
-            conv = conv[:-1] if conv and conv[-1].get("from") == "gpt" else conv
-        msgs = []
-        if self.system_prompt is not DEFAULT_SYSTEM and self.system_prompt is not None:
-            msgs.append({"role": "system", "content": [{"type": "text", "text": self._plain(self.system_prompt)}]})
-        for i, turn in enumerate(conv):
-            if turn["from"] == "human":
-                content = []
-                chunks = values[i].split(IMAGE_TAG)
-                for j, chunk in enumerate(chunks):
-                    if j > 0:
-                        content.append({"type": "image"})
-                        chunk = chunk[1:] if chunk.startswith("\n") else chunk
-                    if chunk.strip():
-                        content.append({"type": "text", "text": chunk.strip()})
-                msgs.append({"role": "user", "content": content})
-            else:
-                last = i == len(rec["conversations"]) - 1
-                text = self.answer_text(rec, values[i], image_sizes, input_sizes) if last else values[i]
-                msgs.append({"role": "assistant", "content": [{"type": "text", "text": text}]})
-        return msgs
 
     def _expand_image_tokens(self, text: str, grid, sample_id) -> str:
         n_slots = text.count(self.image_token)
@@ -274,7 +132,7 @@ class VLProcessor:
         pixel_values, grid, sizes, input_sizes = self.process_images(rec)
         if not train and (rec.get("meta") or {}).get("task") == "grounding":
             # a prompt leaves the answer out, but its reference box will be scored: checked as training checks it
-            self.answer_text(rec, "", sizes, input_sizes)
+            self.prompt.answer_text(rec, "", sizes, input_sizes)
         msgs = self.messages(rec, include_answer=train, image_sizes=sizes, input_sizes=input_sizes)
         try:
             text = self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=not train)
@@ -302,8 +160,3 @@ class VLProcessor:
         ids = ids[: self.max_len]
         labels = labels[: self.max_len] if labels is not None else None
         return ids, labels
-
-
-def mm_token_type_ids(input_ids, image_token_id: int):
-    """transformers 5.x needs the modality of each token (1 = image) whenever image_grid_thw is passed."""
-    return (input_ids == image_token_id).long()

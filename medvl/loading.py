@@ -10,7 +10,9 @@ import json
 import logging
 from pathlib import Path
 
+from medvl.encoding import VLProcessor
 from medvl.families import ModelFamily, get_family
+from medvl.quantization import bnb_config, check_quantized, compute_dtype_for, kept_16bit_modules
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,6 @@ def load_processor(path: str, family: str | ModelFamily = "auto", **kw):
     """A VLProcessor (medvl/encoding.py) for the checkpoint at `path`."""
     from transformers import AutoConfig
 
-    from medvl.encoding import VLProcessor
-
     fam = family if isinstance(family, ModelFamily) else (
         get_family(AutoConfig.from_pretrained(path, trust_remote_code=kw.get("trust_remote_code", False)))
         if family == "auto" else get_family(family))
@@ -121,7 +121,6 @@ def load_model_and_processor(path: str, family: str = "auto", dtype="auto", attn
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quantization not in (None, "none"):
-        from medvl.quantization import bnb_config, check_quantized, compute_dtype_for, kept_16bit_modules
         compute = compute_dtype_for(dtype if isinstance(dtype, torch.dtype) else torch.bfloat16)
         kwargs["quantization_config"] = bnb_config(quantization, compute, kept_16bit_modules(config, fam, quantize_vision))
         if device_map is None:  # bitsandbytes quantizes while placing the weights: they need a device up front

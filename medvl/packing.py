@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from medvl.collate import add_images, add_skipped, with_vision_keepalive
-from medvl.encoding import IGNORE_INDEX, Encoded
+from medvl.samples import IGNORE_INDEX, Encoded
 
 
 @dataclass

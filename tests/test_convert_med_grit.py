@@ -11,7 +11,7 @@ from data_process.validate import validate_records
 from tests.conftest import write_image
 from medvl.loading import load_processor
 from medvl.families import parse_boxes
-from medvl.encoding import IGNORE_INDEX
+from medvl.samples import IGNORE_INDEX
 
 FIXTURES = Path(__file__).parent / "fixtures" / "med_grit"
 W, H = 400, 300

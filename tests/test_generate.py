@@ -65,7 +65,7 @@ def test_corpus_perplexity_is_fp32_token_weighted_over_answer_tokens_only(tiny_m
     """#16.8: PPL = exp(mean NLL over exactly the reference answer's tokens), recomputed here from the prompt's ids
     followed by the answer text's ids: the end-of-turn <|im_end|> is not an answer token."""
     from medvl.collate import VLCollator
-    from medvl.encoding import Encoded
+    from medvl.samples import Encoded
     from eval.model_spec import load_spec
 
     recs = _mixed_records(tmp_path, n=5) + [qa_record("text_only", None, "Is pneumonia contagious?", "no")]

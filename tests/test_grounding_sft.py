@@ -8,7 +8,7 @@ from data_process.validate import validate_records
 from tests.conftest import qa_record, write_image
 from medvl.loading import load_processor
 from medvl.families import parse_boxes
-from medvl.encoding import IGNORE_INDEX, SampleError
+from medvl.samples import IGNORE_INDEX, SampleError
 
 SIZE = (200, 160)
 

@@ -6,7 +6,8 @@ from PIL import Image
 from data_process.validate import validate_records
 from tests.conftest import qa_record, write_image
 from medvl.loading import load_processor
-from medvl.encoding import IGNORE_INDEX, SampleError, load_image
+from medvl.images import load_image
+from medvl.samples import IGNORE_INDEX, SampleError
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,8 @@ def test_converter_refuses_a_huge_file(images, tmp_path):
 
 
 def test_load_image_names_the_size(images):
-    from medvl.encoding import SampleError, load_image
+    from medvl.images import load_image
+    from medvl.samples import SampleError
 
     t = time.perf_counter()
     with pytest.raises(SampleError) as e:
