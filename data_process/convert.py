@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from data_process import llava_med, med_grit, medpix, pathvqa, slake, vqa_med2019, vqa_rad
-from data_process.convert_common import add_common_arguments, run_cli
+from data_process.conversion.cli import add_common_arguments, run_cli
 
 CONVERTERS = {
     "vqa_rad": (vqa_rad, True),
@@ -40,7 +40,7 @@ EPILOG = """examples:
   python -m data_process.convert llava_med --input llava_med_alignment_500k.json --image_root llava_med_images \\
       --out data/llava_med_stage1.json
   python -m data_process.convert med_grit --input Med-GRIT/test_VG.json --image_root SA-Med2D/images --out data/medgrit_vg.json
-then: python -m data_process.data_trans --inputs data/vqa_rad.json data/slake_test.json --out_dir data/eval --split test"""
+then: python -m data_process.data_trans --inputs data/vqa_rad.json data/slake_test.json --output_dir data/eval --split test"""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """Evaluation inputs from converted records: `test.json` (the records of one split), `type_mapping.json` and
 `categories.json`.
 
-    python -m data_process.data_trans --inputs vqa_rad.json slake.json --out_dir eval_data [--split test]
+    python -m data_process.data_trans --inputs vqa_rad.json slake.json --output_dir eval_data [--split test]
 
 type_mapping.json is a flat lookup `{id: {"answer_type", "closed_type" (closed only), "dataset", <native category>}}`;
 categories.json holds the counts per dataset and category (kept apart so the mapping holds nothing but ids).
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medvl.categories import NATIVE_KEY, categorize
+from medvl.categories import NATIVE_KEY, categorize  # noqa: F401  (NATIVE_KEY: tests/test_evaluate.py reads it here)
 from medvl.jsonio import DataError, read_records, write_json_set
 from medvl.schema import record_problems
 
@@ -73,8 +73,10 @@ def build(inputs: list[str | Path], split: str | None = "test") -> tuple[list[di
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_process.data_trans", description=__doc__.split("\n\n")[0],
                                 epilog="examples:\n" + __doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="RECORDS.json", help="converted records (.json/.jsonl)")
-    p.add_argument("--out_dir", required=True, metavar="DIR")
+    p.add_argument("--inputs", "--input", dest="inputs", nargs="+", required=True, metavar="RECORDS.json",
+                   help="converted records (.json/.jsonl)")
+    p.add_argument("--output_dir", "--out_dir", dest="output_dir", required=True, metavar="DIR",
+                   help="folder of the set (test.json, type_mapping.json, categories.json); --out_dir is the old name")
     p.add_argument("--split", default="test", help="split to keep (default test; 'all' keeps every record)")
     p.add_argument("--out_name", default="test.json", help="file name of the selected records (default test.json)")
     args = p.parse_args(argv)
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"error: no record of split {args.split!r} in {args.inputs}", file=sys.stderr)
         return 2
-    out = Path(args.out_dir)
+    out = Path(args.output_dir)
     # one set: a reader never pairs a new test.json with an old type_mapping.json (io.write_json_set)
     try:
         write_json_set(out, {args.out_name: records, "type_mapping.json": mapping, "categories.json": summary})

@@ -31,7 +31,9 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from data_process.convert_common import Report, clean_text, summary_text, write_outputs
+from data_process.conversion.cli import write_outputs
+from data_process.conversion.report import Report, summary_text
+from data_process.conversion.text import clean_text
 from medvl.jsonio import DataError, read_records
 from medvl.schema import REGION_TAG, image_list, make_record
 

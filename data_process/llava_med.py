@@ -26,8 +26,12 @@ import argparse
 from pathlib import Path
 from typing import Iterator
 
-from data_process.convert_common import (IdRegistry, ImageResolver, Report, expand_inputs, module_main, progress,
-                                         resolve_split)
+from data_process.conversion.cli import module_main
+from data_process.conversion.ids import IdRegistry
+from data_process.conversion.image_paths import ImageResolver
+from data_process.conversion.inputs import expand_inputs, progress
+from data_process.conversion.report import Report
+from data_process.conversion.splits import resolve_split
 from medvl.jsonio import BadLine, DataError, iter_records
 from medvl.schema import IMAGE_TAG, ROLES, strip_image_tags
 

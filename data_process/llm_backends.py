@@ -2,7 +2,7 @@
 chat-completions endpoint over HTTP. Both take a list of prompts and return one completion per prompt, in order.
 
 Local: a Qwen-VL checkpoint goes through the project's loader and encoding path (medvl/loading.py, medvl/encoding.py,
-greedy batched decoding of train/validation.py; the prompt is a text-only user turn); any other checkpoint through
+greedy batched decoding of medvl/generation.py; the prompt is a text-only user turn); any other checkpoint through
 AutoModelForCausalLM with its tokenizer's chat template. Greedy decoding: the same data for the same checkpoint.
 
 HTTP: POST <endpoint>/chat/completions with {"model", "messages": [{"role": "user", ...}], "temperature": 0,
@@ -27,6 +27,14 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from medvl.families import get_family
+from medvl.generation import greedy_generate
+from medvl.loading import load_model_and_processor
+from medvl.schema import make_record
+
 log = logging.getLogger(__name__)
 
 
@@ -38,25 +46,19 @@ class GenerationError(RuntimeError):
 class LocalBackend:
     def __init__(self, path: str, max_new_tokens: int = 256, batch_size: int = 8, dtype: str = "auto",
                  device: str | None = None, trust_remote_code: bool = False):
-        import torch
-        from transformers import AutoConfig
-
         self.path, self.max_new_tokens, self.batch_size = path, max_new_tokens, batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        from medvl.families import get_family
         try:
             get_family(config)
             self.kind = "qwen_vl"
         except ValueError:
             self.kind = "causal_lm"
         if self.kind == "qwen_vl":
-            from medvl.loading import load_model_and_processor
             self.model, self.processor, _ = load_model_and_processor(path, dtype=dtype, max_len=10 ** 9,
                                                                      trust_remote_code=trust_remote_code)
             self.tokenizer = self.processor.tokenizer
         else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.tokenizer.padding_side = "left"
             if self.tokenizer.pad_token_id is None:
@@ -74,15 +76,11 @@ class LocalBackend:
 
     def generate(self, prompts: list[str]) -> list[str]:
         if self.kind == "qwen_vl":
-            from medvl.generation import greedy_generate
-            from medvl.schema import make_record
             records = [make_record(f"prompt-{i}", None, p, "-", {}) for i, p in enumerate(prompts)]
             return greedy_generate(self.model, self.processor, records, self.batch_size, self.max_new_tokens)
         return self._generate_causal(prompts)
 
     def _generate_causal(self, prompts: list[str]) -> list[str]:
-        import torch
-
         tok, outs = self.tokenizer, []
         texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
                  if tok.chat_template else p for p in prompts]

@@ -39,8 +39,14 @@ from __future__ import annotations
 import argparse
 import re
 
-from data_process.convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, infer_answer_type,
-                             module_main, progress, read_json_list, resolve_split)
+from data_process.conversion.cli import module_main
+from data_process.conversion.ids import IdRegistry
+from data_process.conversion.image_paths import ImageResolver, image_size
+from data_process.conversion.inputs import expand_inputs, progress, read_json_list
+from data_process.conversion.report import Report
+from data_process.conversion.splits import resolve_split
+from data_process.conversion.text import clean_text
+from medvl.answers import infer_answer_type
 from medvl.schema import REGION_TAG, make_record
 
 DATASET = "med_grit"

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_process.convert_common import convert_hf_table, infer_answer_type, module_main
+from data_process.conversion.cli import module_main
+from data_process.conversion.hf_table import convert_hf_table
+from medvl.answers import infer_answer_type
 
 DATASET = "medpix"
 

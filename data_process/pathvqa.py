@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from data_process.convert_common import convert_hf_table, module_main, yes_no
+from data_process.conversion.cli import module_main
+from data_process.conversion.hf_table import convert_hf_table
+from data_process.conversion.text import yes_no
 
 DATASET = "pathvqa"
 

@@ -2,12 +2,13 @@
 a short reasoning answer and a direct answer for each record.
 
     # a local checkpoint (transformers; a Qwen-VL checkpoint runs text-only through the project's loader)
-    python -m data_process.reason_direct_gene --input data/train.json --out_dir data/rd --model /models/Qwen2.5-7B-Instruct
+    python -m data_process.reason_direct_gene --input data/train.json --output_dir data/rd \\
+        --model_name_or_path /models/Qwen2.5-7B-Instruct
     # an OpenAI-compatible endpoint (vLLM, TGI, a hosted API); the key is read from $OPENAI_API_KEY (or --api_key_env)
-    python -m data_process.reason_direct_gene --input data/train.json --out_dir data/rd \\
+    python -m data_process.reason_direct_gene --input data/train.json --output_dir data/rd \\
         --endpoint http://localhost:8000/v1 --model_name Qwen2.5-7B-Instruct --batch_size 16
 
-Writes in --out_dir (appending as it goes; a rerun skips finished ids, rejected ones included, and cuts a line
+Writes in --output_dir (appending as it goes; a rerun skips finished ids, rejected ones included, and cuts a line
 half-written by a kill; delete rejected.jsonl to try the rejected ones again):
   reasoning.jsonl   records `<id>-reasoning`: the source record with its last answer replaced by the reasoning answer
   direct.jsonl      records `<id>-direct`: the same with the direct answer
@@ -34,7 +35,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from medvl.jsonio import DataError, WriteError, read_records, write_json
+from data_process.llm_backends import GenerationError, HTTPBackend, LocalBackend, RetryPolicy
+from medvl.jsonio import DataError, WriteError, completed_ids, read_records, write_json
 from medvl.schema import IMAGE_TAG, REGION_TAG, record_problems
 
 log = logging.getLogger("data_process.reason_direct_gene")
@@ -128,14 +130,13 @@ def _rows(path: Path) -> list[dict]:
 def run(records: list, backend, out_dir: str | os.PathLike, batch_size: int = 8, kinds=KINDS,
         progress: bool = True) -> dict:
     """Generate, check and append; returns the report (also written to out_dir/report.json)."""
-    from medvl.jsonio import completed_ids  # the predictions file's resume rule: ids done, a cut last line dropped
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"{k}.jsonl" for k in kinds}
     rejected_path = out / "rejected.jsonl"
     for p in (*paths.values(), rejected_path):
         p.touch()  # an empty set is a result too
+    # the predictions file's resume rule: ids done, a cut last line dropped
     done = {k: completed_ids(p) for k, p in paths.items()}
     done_rejected = completed_ids(rejected_path)
     skipped: dict[str, dict[str, list]] = {k: {} for k in kinds}
@@ -207,9 +208,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_process.reason_direct_gene", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, nargs="+", help="QA records (.json/.jsonl)")
-    p.add_argument("--out_dir", required=True)
+    p.add_argument("--output_dir", "--out_dir", dest="output_dir", required=True, metavar="DIR",
+                   help="folder of reasoning.jsonl, direct.jsonl, rejected.jsonl, report.json (--out_dir: old name)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="local checkpoint dir (transformers)")
+    src.add_argument("--model_name_or_path", "--model", dest="model_name_or_path", metavar="PATH",
+                     help="local checkpoint dir (transformers); --model is the old name")
     src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     p.add_argument("--model_name", default=None, help="with --endpoint: the model name the server expects")
     p.add_argument("--api_key_env", default="OPENAI_API_KEY", help="environment variable holding the API key")
@@ -226,7 +229,6 @@ def main(argv=None) -> int:
     kinds = tuple(k.strip() for k in a.kinds.split(",") if k.strip())
     if not kinds or any(k not in KINDS for k in kinds):
         p.error(f"--kinds must be a subset of {','.join(KINDS)}")
-    from data_process.llm_backends import GenerationError, HTTPBackend, LocalBackend, RetryPolicy
     try:
         records = [r for path in a.input for r in read_records(path)][: a.limit]
         if a.endpoint:
@@ -235,14 +237,14 @@ def main(argv=None) -> int:
             backend = HTTPBackend(a.endpoint, a.model_name, a.api_key_env, a.max_new_tokens, a.batch_size,
                                   RetryPolicy(timeout=a.timeout, max_retries=a.max_retries, backoff=a.backoff))
         else:
-            backend = LocalBackend(a.model, a.max_new_tokens, a.batch_size, a.dtype)
-        report = run(records, backend, a.out_dir, a.batch_size, kinds)
+            backend = LocalBackend(a.model_name_or_path, a.max_new_tokens, a.batch_size, a.dtype)
+        report = run(records, backend, a.output_dir, a.batch_size, kinds)
     except (DataError, GenerationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for k, r in report["kinds"].items():
         print(f"{k}: {r['accepted']} accepted, {r['rejected']} rejected, {r['skipped']} skipped -> {r['output']}")
-    print(f"report: {Path(a.out_dir) / 'report.json'}")
+    print(f"report: {Path(a.output_dir) / 'report.json'}")
     return 0
 
 

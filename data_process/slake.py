@@ -24,8 +24,13 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from data_process.convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, image_size, module_main,
-                             progress, read_json_list, reserved_tag_problem, resolve_split)
+from data_process.conversion.cli import module_main
+from data_process.conversion.ids import IdRegistry
+from data_process.conversion.image_paths import ImageResolver, image_size
+from data_process.conversion.inputs import expand_inputs, progress, read_json_list
+from data_process.conversion.report import Report
+from data_process.conversion.splits import resolve_split
+from data_process.conversion.text import clean_text, reserved_tag_problem
 from medvl.jsonio import DataError, read_json
 from medvl.schema import make_record
 

@@ -4,7 +4,7 @@ Every input record ends up either in the clean output or in the report under a r
 `input == kept + rejected` always holds (checked before writing). A .jsonl line that is not JSON or not UTF-8 is
 rejected as `<file>:line N`. Records stream from input to output (bounded memory for any file size).
 
-    python -m data_process.validate --model /path/or/hub-id --data train.json --out train.clean.json \
+    python -m data_process.validate --model_name_or_path /path/or/hub-id --data train.json --out train.clean.json \
         [--max_len 2048] [--min_pixels 3136] [--max_pixels 1003520] [--image_root DIR] [--allow_outside_root]
     # structure only (ids, turns, tags, boxes; no images, no model) -- a quick pass over a huge file:
     python -m data_process.validate --schema_only --data big.jsonl --out big.clean.jsonl
@@ -18,9 +18,10 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from medvl.paths import MAX_IMAGE_BYTES
-
+from medvl.encoding import SampleError
 from medvl.jsonio import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
+from medvl.loading import load_processor
+from medvl.paths import MAX_IMAGE_BYTES
 from medvl.schema import record_problems
 
 
@@ -59,8 +60,6 @@ class ValidationReport:
 def iter_valid(records: Iterable, processor, rep: ValidationReport) -> Iterator[dict]:
     """Yield the records that pass, counting every input (kept or rejected with its reason) in `rep`.
     `processor` is a medvl.encoding.VLProcessor, or None to check structure only (no image decode)."""
-    from medvl.encoding import SampleError
-
     seen: set = set()
     for i, rec in enumerate(records):
         rep.input += 1
@@ -97,10 +96,11 @@ def validate_records(records: Iterable, processor, progress: bool = True) -> tup
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="checkpoint dir or hub id (its tokenizer + image processor are used)")
+    p.add_argument("--model_name_or_path", "--model", dest="model_name_or_path", default=None, metavar="PATH",
+                   help="checkpoint dir or hub id (its tokenizer + image processor are used); --model: old name")
     p.add_argument("--schema_only", action="store_true",
                    help="check structure only (ids, turns, <image> tags, boxes): no model, no image decode")
-    p.add_argument("--data", required=True, help="records (.json list or .jsonl)")
+    p.add_argument("--data", "--input", dest="data", required=True, help="records (.json list or .jsonl)")
     p.add_argument("--out", required=True, help="clean records (.json list or .jsonl, by suffix); "
                                                 "the report goes to <out>.report.json")
     p.add_argument("--max_len", type=int, default=2048)
@@ -114,14 +114,12 @@ def main(argv=None):
                    help="an image file larger than this is rejected (image_file_too_large) before it is opened")
     p.add_argument("--no_progress", action="store_true")
     a = p.parse_args(argv)
-    if not a.schema_only and not a.model:
-        p.error("--model is required (or --schema_only)")
+    if not a.schema_only and not a.model_name_or_path:
+        p.error("--model_name_or_path is required (or --schema_only)")
 
     processor = None
     if not a.schema_only:
-        from medvl.loading import load_processor
-
-        processor = load_processor(a.model, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
+        processor = load_processor(a.model_name_or_path, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
                                    image_root=a.image_root, truncation=a.truncation,
                                    allow_outside_root=a.allow_outside_root, max_image_bytes=a.max_image_bytes)
     rep = ValidationReport()

@@ -28,8 +28,14 @@ import argparse
 import re
 from pathlib import Path
 
-from data_process.convert_common import (IdRegistry, ImageResolver, Report, clean_text, expand_inputs, infer_answer_type,
-                             module_main, progress, reserved_tag_problem, resolve_split)
+from data_process.conversion.cli import module_main
+from data_process.conversion.ids import IdRegistry
+from data_process.conversion.image_paths import ImageResolver
+from data_process.conversion.inputs import expand_inputs, progress
+from data_process.conversion.report import Report
+from data_process.conversion.splits import resolve_split
+from data_process.conversion.text import clean_text, reserved_tag_problem
+from medvl.answers import infer_answer_type
 from medvl.jsonio import DataError
 from medvl.schema import make_record
 

@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import argparse
 
-from data_process.convert_common import (IdRegistry, ImageResolver, Report, canonical_split, clean_text, expand_inputs,
-                             module_main, progress, read_json_list, reserved_tag_problem, resolve_split)
+from data_process.conversion.cli import module_main
+from data_process.conversion.ids import IdRegistry
+from data_process.conversion.image_paths import ImageResolver
+from data_process.conversion.inputs import expand_inputs, progress, read_json_list
+from data_process.conversion.report import Report
+from data_process.conversion.splits import canonical_split, resolve_split
+from data_process.conversion.text import clean_text, reserved_tag_problem
 from medvl.schema import make_record
 
 DATASET = "vqa_rad"

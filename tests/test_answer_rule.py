@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from data_process import convert_common
+from data_process.conversion.text import yes_no as converter_yes_no
 from data_process.data_trans import categorize
+from medvl.answers import infer_answer_type, is_choice_answer
 from medvl.schema import make_record
 from eval import evaluate
 from medvl.metrics import closed
@@ -35,14 +36,14 @@ CASES = [
 @pytest.mark.parametrize("answer, expected", CASES)
 def test_yes_no_rule(answer, expected):
     assert yes_no(answer) == expected
-    assert convert_common.yes_no(answer) == expected  # categories and metrics read answers the same way
+    assert converter_yes_no(answer) == expected  # categories and metrics read answers the same way
 
 
 def test_converter_and_metrics_agree_on_real_answers(shared_data):
     rad = json.loads((shared_data / "vqa_rad" / "VQA_RAD Dataset Public.json").read_text())
     slake = json.loads((shared_data / "slake_sample" / "train.json").read_text())
     answers = {str(r["answer"]) for r in rad + slake}
-    assert [a for a in answers if convert_common.yes_no(a) != yes_no(a)] == []
+    assert [a for a in answers if converter_yes_no(a) != yes_no(a)] == []
     assert sum(yes_no(a) is not None for a in answers) >= 2 + 12  # yes/no in both languages
 
 
@@ -59,12 +60,12 @@ def test_training_validation_uses_the_rule():
 
 
 def test_choice_answer_shares_normalisation():
-    assert convert_common.is_choice_answer("Is this an X-ray or a CT?", "x-ray")
-    assert convert_common.is_choice_answer("Is this an MRI or a CT scan?", "The MRI.")
-    assert not convert_common.is_choice_answer("Is this an MRI or a CT scan?", "ultrasound")
-    assert not convert_common.is_choice_answer("What is shown?", "liver")
-    assert convert_common.infer_answer_type("Is there a fracture?", "Yes, there is a fracture.") == "closed"
-    assert convert_common.infer_answer_type("What is shown?", "是") == "closed"
+    assert is_choice_answer("Is this an X-ray or a CT?", "x-ray")
+    assert is_choice_answer("Is this an MRI or a CT scan?", "The MRI.")
+    assert not is_choice_answer("Is this an MRI or a CT scan?", "ultrasound")
+    assert not is_choice_answer("What is shown?", "liver")
+    assert infer_answer_type("Is there a fracture?", "Yes, there is a fracture.") == "closed"
+    assert infer_answer_type("What is shown?", "是") == "closed"
 
 
 def _rec(question, answer, dataset="slake", **meta):

@@ -89,7 +89,7 @@ def test_real_data_test_split(converted):
 
 def test_cli_and_bad_inputs(converted, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert data_trans.main(["--inputs", str(converted / "vqa_rad.json"), "--out_dir", str(out)]) == 0
+    assert data_trans.main(["--inputs", str(converted / "vqa_rad.json"), "--output_dir", str(out)]) == 0
     test = json.loads((out / "test.json").read_text())
     mapping = json.loads((out / "type_mapping.json").read_text())
     assert len(test) == 451 and set(mapping) == {r["id"] for r in test}

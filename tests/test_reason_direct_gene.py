@@ -146,7 +146,7 @@ def test_http_endpoint_retries_and_never_shows_the_key(endpoint, tmp_path, monke
     recs = _records(tmp_path, [("Q500", "yes"), ("Qslow", "left"), ("Qwrong", "no"), ("Qok", "CT")])
     write_json(tmp_path / "in.json", recs)
     out = tmp_path / "rd"
-    argv = ["--input", str(tmp_path / "in.json"), "--out_dir", str(out), "--endpoint", endpoint, "--model_name", "m",
+    argv = ["--input", str(tmp_path / "in.json"), "--output_dir", str(out), "--endpoint", endpoint, "--model_name", "m",
             "--api_key_env", "TEST_LLM_KEY", "--timeout", "0.3", "--backoff", "0.01", "--batch_size", "4"]
     assert main(argv) == 0
     rep = json.loads((out / "report.json").read_text())

@@ -1,4 +1,5 @@
-"""data_process/synth.py: determinism, counts, balance, boxes, schema validity, learnability of every closed task."""
+"""data_process/synth.py (+ synth_images.py, synth_records.py): determinism, counts, balance, boxes, schema validity,
+learnability of every closed task."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_process import synth
+from data_process import synth, synth_images
+from data_process.synth_records import SPLITS
 from medvl.jsonio import DataError
 from medvl.schema import IMAGE_TAG, record_problems
 
@@ -39,7 +41,7 @@ def _pixels(path: str) -> np.ndarray:
 def _images(paths: dict) -> dict[str, dict]:
     """image path -> {modality, box (or None), split} from the modality question of each image."""
     out = {}
-    for split in synth.SPLITS:
+    for split in SPLITS:
         for r in _load(paths, split):
             if r["meta"]["question_type"] == "modality":
                 boxes = r["meta"]["boxes"]
@@ -85,7 +87,7 @@ def test_counts_ids_and_balance(ds):
     assert len(stage1) == N["n_train"]                     # captions for train images only (no test leakage)
     assert {r["meta"]["split"] for r in stage1} == {"train"}
     all_ids = [r["id"] for r in stage1]
-    for split in synth.SPLITS:
+    for split in SPLITS:
         recs, n = _load(ds, split), N[f"n_{split}"]
         n_yes = (n + 1) // 2
         assert len(recs) == 3 * n + 2 * n_yes                # yes_no, modality, open (+ position, grounding)
@@ -94,7 +96,7 @@ def test_counts_ids_and_balance(ds):
         yn = Counter(r["conversations"][1]["value"] for r in recs if r["meta"]["question_type"] == "yes_no")
         assert yn == {"yes": n_yes, "no": n - n_yes}         # exactly balanced (odd n: one extra yes)
         mod = Counter(r["conversations"][1]["value"] for r in recs if r["meta"]["question_type"] == "modality")
-        assert set(mod) == set(synth.MODALITIES) and max(mod.values()) - min(mod.values()) <= 2
+        assert set(mod) == set(synth_images.MODALITIES) and max(mod.values()) - min(mod.values()) <= 2
         lr = Counter(r["conversations"][1]["value"] for r in recs if r["meta"]["question_type"] == "position")
         assert set(lr) <= {"left", "right"} and abs(lr["left"] - lr["right"]) <= 1
         assert {r["meta"]["split"] for r in recs} == {split}
@@ -106,16 +108,16 @@ def test_counts_ids_and_balance(ds):
 # -------------------------------------------------------------------------------------------------------- schema
 def test_records_are_valid_and_short(ds):
     images = set(str(p) for p in Path(ds["images"]).glob("*.png"))
-    answers = {"yes_no": {"yes", "no"}, "modality": set(synth.MODALITIES), "position": {"left", "right"},
+    answers = {"yes_no": {"yes", "no"}, "modality": set(synth_images.MODALITIES), "position": {"left", "right"},
                "grounding": {"lesion"}}
-    for name in ("stage1_captions",) + synth.SPLITS:
+    for name in ("stage1_captions",) + SPLITS:
         for r in _load(ds, name):
             assert record_problems(r) == [], r["id"]
             assert Path(r["image"]).is_absolute() and r["image"] in images
             q, a = r["conversations"][0]["value"], r["conversations"][1]["value"]
             assert q.startswith(IMAGE_TAG + "\n") and q.count(IMAGE_TAG) == 1
             m = r["meta"]
-            assert m["dataset"] == "synth" and m["organ"] == "body" and m["modality"] in synth.MODALITIES
+            assert m["dataset"] == "synth" and m["organ"] == "body" and m["modality"] in synth_images.MODALITIES
             assert m["answer_type"] in ("closed", "open")
             if name == "stage1_captions":
                 assert m["question_type"] == "caption" and m["answer_type"] == "open" and q.endswith("Describe the image.")
@@ -130,23 +132,23 @@ def test_records_are_valid_and_short(ds):
             if qt == "grounding":
                 assert len(m["boxes"]) == 1 and m["boxes"][0]["label"] == "lesion"
             if qt == "open":
-                assert a == "no lesion" or a in {f"lesion in the {v} {h}" for v, h in synth.QUADRANTS}
+                assert a == "no lesion" or a in {f"lesion in the {v} {h}" for v, h in synth_images.QUADRANTS}
 
 
 # --------------------------------------------------------------------------------------------------------- boxes
 def test_boxes_match_the_lesion(ds):
     """The lesion is the only near-white region; its pixels' bounding box IS meta.boxes; side answers match it."""
-    recs = {r["id"]: r for s in synth.SPLITS for r in _load(ds, s)}
+    recs = {r["id"]: r for s in SPLITS for r in _load(ds, s)}
     for img, info in _images(ds).items():
         px = _pixels(img)
-        bright = px.min(axis=2) >= synth.LESION_MIN
+        bright = px.min(axis=2) >= synth_images.LESION_MIN
         box = info["box"]
         if box is None:
-            assert not bright.any() and px.max() <= synth.BACKGROUND_MAX
+            assert not bright.any() and px.max() <= synth_images.BACKGROUND_MAX
             continue
         x1, y1, x2, y2 = box
         assert 0 <= x1 < x2 <= SIZE and 0 <= y1 < y2 <= SIZE
-        assert px[~bright].max() <= synth.BACKGROUND_MAX
+        assert px[~bright].max() <= synth_images.BACKGROUND_MAX
         ys, xs = np.nonzero(bright)
         assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == box       # tight box of the lesion pixels
         assert SIZE / 12 <= (x2 - x1) / 2 <= SIZE / 7                         # radius ~ size/10
@@ -168,10 +170,10 @@ def test_boxes_match_the_lesion(ds):
 
 def test_lesion_changes_only_the_box():
     """Same generator state with and without a lesion: the images differ inside the box and nowhere else."""
-    for modality in synth.MODALITIES:
-        for quadrant in synth.QUADRANTS:
-            with_l, box = synth.render(np.random.RandomState(7), SIZE, modality, quadrant)
-            without, none = synth.render(np.random.RandomState(7), SIZE, modality, None)
+    for modality in synth_images.MODALITIES:
+        for quadrant in synth_images.QUADRANTS:
+            with_l, box = synth_images.render(np.random.RandomState(7), SIZE, modality, quadrant)
+            without, none = synth_images.render(np.random.RandomState(7), SIZE, modality, None)
             assert none is None
             diff = (with_l != without).any(axis=2)
             x1, y1, x2, y2 = box
@@ -186,7 +188,7 @@ def test_trivial_statistics_solve_every_closed_task(ds):
     the count / centroid of near-white pixels gives yes/no and left/right. So the tasks are learnable."""
     feats = {img: (info, _pixels(img)) for img, info in _images(ds).items()}
     train = [(i["modality"], p.reshape(-1, 3).mean(0)) for i, p in feats.values() if i["split"] == "train"]
-    cents = {m: np.mean([f for mm, f in train if mm == m], axis=0) for m in synth.MODALITIES}
+    cents = {m: np.mean([f for mm, f in train if mm == m], axis=0) for m in synth_images.MODALITIES}
     held = [(i, p) for i, p in feats.values() if i["split"] != "train"]
     assert len(held) == N["n_val"] + N["n_test"]
     for info, px in held:
@@ -194,10 +196,10 @@ def test_trivial_statistics_solve_every_closed_task(ds):
         assert min(cents, key=lambda m: np.linalg.norm(f - cents[m])) == info["modality"]
     # a single scalar works too: R - B channel mean (CT ~0, MRI > 0, X-ray < 0) with wide margins
     rb = {m: [p[..., 0].mean() - p[..., 2].mean() for i, p in feats.values() if i["modality"] == m]
-          for m in synth.MODALITIES}
+          for m in synth_images.MODALITIES}
     assert max(rb["X-ray"]) < -8 < min(rb["CT"]) <= max(rb["CT"]) < 8 < min(rb["MRI"])
     for info, px in feats.values():
-        bright = px.min(axis=2) >= synth.LESION_MIN
+        bright = px.min(axis=2) >= synth_images.LESION_MIN
         assert bright.any() == (info["box"] is not None)
         if bright.any():
             xc = np.nonzero(bright)[1].mean()
@@ -209,7 +211,7 @@ def test_cli_and_help(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         synth.main(["--help"])
     assert e.value.code == 0 and "example" in capsys.readouterr().out
-    assert synth.main(["--out", str(tmp_path / "c"), "--n_train", "5", "--n_val", "1", "--n_test", "2",
+    assert synth.main(["--output_dir", str(tmp_path / "c"), "--n_train", "5", "--n_val", "1", "--n_test", "2",
                        "--size", "48", "--seed", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["counts"]["images"] == 8 and out["counts"]["stage1_captions"] == 5

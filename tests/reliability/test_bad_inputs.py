@@ -240,7 +240,9 @@ def test_embedded_bomb_bytes_are_a_rejected_row(tmp_path):
     """HF exports (PathVQA, MedPix) carry image bytes: a bomb among them rejects its row instead of crashing."""
     from PIL import Image
 
-    from data_process.convert_common import ImageResolver, ImageStore, hf_image
+    from data_process.conversion.hf_table import hf_image
+    from data_process.conversion.image_paths import ImageResolver
+    from data_process.conversion.image_store import ImageStore
     from tests.reliability.corpus import write_bomb_png
 
     side = int((Image.MAX_IMAGE_PIXELS * 2.02) ** 0.5) + 1
