@@ -2,7 +2,9 @@
 import re
 
 import pytest
+import torch.nn as nn
 from peft import LoraConfig, get_peft_model
+from transformers import AutoConfig
 
 from tests.conftest import FAMILIES, qa_record, write_image
 from medvl.collate import VLCollator
@@ -57,7 +59,6 @@ def test_pattern_that_matches_nothing_fails_clearly(tiny_models):
 
 
 def test_family_detection_and_mismatch(tiny_models):
-    from transformers import AutoConfig
     assert get_family(AutoConfig.from_pretrained(tiny_models["qwen3_vl"])).name == "qwen3_vl"
     with pytest.raises(ValueError, match="not qwen2_vl"):
         load_model_and_processor(str(tiny_models["qwen3_vl"]), family="qwen2_vl")
@@ -129,7 +130,6 @@ def test_accessors_find_the_real_vision_modules(family, tiny_models, tmp_path):
 
 
 def test_accessor_on_a_model_without_the_tower_fails_clearly():
-    import torch.nn as nn
     with pytest.raises(ValueError, match="no 'visual' module in the loaded qwen2_vl model"):
         REG["qwen2_vl"].vision_tower(nn.Sequential(nn.Linear(2, 2)))
     assert vision_tower(nn.Linear(2, 2)) is None  # no registered family: no tower

@@ -6,22 +6,22 @@ import pytest
 import torch
 
 from tests.test_train import _train, synth  # noqa: F401  (synth is a fixture)
+from medvl.loading import load_model_and_processor
+from medvl.quantization import require_bitsandbytes
+from train.adapters import apply_stage
+from train.config import StageArguments
+from train.merge_lora import _probe_batch, merge
 
 bnb = pytest.importorskip("bitsandbytes")
 
 
 @pytest.mark.parametrize("kind,layer", [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
 def test_llm_quantized_vision_kept_16bit_and_lora_gets_gradients(kind, layer, tiny_models):
-    from train.adapters import apply_stage
-    from train.config import StageArguments
-    from medvl.loading import load_model_and_processor
-    from train.merge_lora import _probe_batch
-
     model, processor, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32", quantization=kind)
     types = {n: type(m).__name__ for n, m in model.named_modules()}
     assert types["model.language_model.layers.0.self_attn.q_proj"] == layer
     assert types["model.visual.blocks.0.attn.qkv"] == types["model.visual.merger.mlp.0"] == "Linear"
-    assert types["lm_head"] == "Linear" and model.model.visual.merger.mlp[0].weight.dtype == torch.float32
+    assert types["lm_head"] == "Linear" and fam.merger(model).mlp[0].weight.dtype == torch.float32
     model = apply_stage(model, fam, StageArguments(stage=2, train_merger="lora").apply_preset())
     model.train()
     model(**_probe_batch(processor, None)).loss.backward()
@@ -32,8 +32,6 @@ def test_llm_quantized_vision_kept_16bit_and_lora_gets_gradients(kind, layer, ti
 
 
 def test_qlora_run_with_8bit_adamw_then_merge_into_16bit_base(tiny_models, synth, tmp_path):
-    from train.merge_lora import merge
-
     base = tiny_models["qwen2_vl"]
     s = _train(base, synth["train"], tmp_path / "q", "--stage", 2, "--quantization", "4bit", "--optim", "adamw_8bit",
                "--train_merger", "lora", "--merger_lr", 3e-4, "--llm_lr", 7e-5, "--learning_rate", 1e-3, "--max_steps", 2)
@@ -55,8 +53,6 @@ def test_what_cannot_train_is_refused_up_front(tiny_models, synth, tmp_path):
 
 
 def test_missing_bitsandbytes_is_named(monkeypatch):
-    from medvl.quantization import require_bitsandbytes
-
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now fails as if not installed
     with pytest.raises(ImportError, match="pip install bitsandbytes"):
         require_bitsandbytes()
