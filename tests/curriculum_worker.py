@@ -1,6 +1,7 @@
 """torchrun worker for tests/test_curriculum.py: the real VLTrainer (HF Trainer + accelerate, gloo) on a toy model,
 with a curriculum. It trains MAX_STEPS steps (checkpoints every 4), then trains again from the last checkpoint before
-the end, as a resumed run would; each rank writes the dataset indices each run handed it, and the planned orders.
+the end, as a resumed run would; each rank writes the dataset indices each run handed it, and the planned orders,
+then leaves the process group explicitly (end_process_group).
 
     python -m torch.distributed.run --nproc_per_node 2 tests/curriculum_worker.py OUT MAX_STEPS
 """
@@ -64,6 +65,16 @@ def main(out: str, max_steps: int):
     resumed = train(out, max_steps, str(Path(out) / f"checkpoint-{resume_at}"))
     Path(out, f"rank{first['rank']}.json").write_text(json.dumps({"first": first, "resumed": resumed,
                                                                    "resume_at": resume_at}))
+    end_process_group()
+
+
+def end_process_group() -> None:
+    """Both ranks reach this point with their files written, then the gloo group is torn down explicitly: left to
+    interpreter exit, one rank's gloo threads could still be live while the other's exit closed the connection,
+    and the process aborted ("terminate called without an active exception") after a successful run."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def test_accelerate_shards_the_order_by_batches():
         s.set_epoch(0)
         resumed.set_epoch(1)  # ... but not through the skip wrapper of a resumed run:
         assert s.epoch == 0
-        s.set_epoch(1)  # VLTrainer._run_epoch sets it
+        s.set_epoch(1)  # CurriculumCallback.on_epoch_begin sets it (from state.epoch)
         assert [b.tolist() for b in resumed] == ranks[r][3:]  # resume: the same tail
     interleaved = [i for pair in zip(*ranks) for batch in pair for i in batch]
     assert interleaved[:26] == want and interleaved[26:] == want[:2]  # padding from the epoch's start
@@ -112,7 +112,7 @@ def test_accelerate_shards_the_order_by_batches():
 @pytest.mark.slow
 def test_two_processes_follow_the_order_and_resume_mid_epoch(tmp_path):
     """Real VLTrainer over gloo: rank r trains batches r, r+2, ...; a run resumed in epoch 1 replays epoch 1's order
-    (accelerate's skip wrapper does not pass set_epoch on; VLTrainer._run_epoch does)."""
+    (accelerate's skip wrapper does not pass set_epoch on; CurriculumCallback.on_epoch_begin sets it)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(29600 + os.getpid() % 1000), str(ROOT / "tests" / "curriculum_worker.py"), str(tmp_path), "9"]

@@ -22,6 +22,8 @@ Multi-GPU: every rank builds the same global sequence (the sampler has no `gener
 re-seed) and accelerate shards it by batches (rank r takes batches r, r+W, ...), so the ranks together follow the
 order. Resume: the sequence is a pure function of (records, plan, seed, epoch, run length), so skipping the first N
 batches of the resumed epoch lands where the run stopped. Changing max_steps / epochs on resume re-plans the run.
+The Trainer drives the sampler through public callback events only (CurriculumCallback): the run length at
+on_train_begin, the epoch at on_epoch_begin.
 
     python -m train.curriculum --data train.json --curriculum open_then_closed           # preview the phases
     python -m train.curriculum --data train.json --keep answer_type=closed --out closed.json   # a subset by key
@@ -37,6 +39,11 @@ from functools import lru_cache
 
 import numpy as np
 from torch.utils.data import Sampler
+from transformers import TrainerCallback
+
+from medvl.categories import categorize  # the one rule the eval tables use too
+from medvl.jsonio import write_json
+from train.data import load_records
 
 CURRICULA = ("none", "open_then_closed", "closed_then_open", "mixed", "custom")
 SCOPES = ("run", "epoch")
@@ -67,7 +74,6 @@ def record_value(rec: dict, name: str) -> str | None:
     meta = rec.get("meta") or {}
     value = meta.get(name)
     if name == "answer_type" and str(value or "").lower() not in ("open", "closed"):
-        from medvl.categories import categorize  # the one rule the eval tables use too
         value = categorize(rec)["answer_type"]
     elif name == "task" and not value:
         value = "vqa"
@@ -225,11 +231,37 @@ def consumed_samples(num_epochs: int, num_update_steps_per_epoch: int, max_steps
     return (num_epochs - 1) * n + min(n, max(0, last_steps) * total_batch)
 
 
+class CurriculumCallback(TrainerCallback):
+    """Drives a CurriculumSampler from the Trainer's public events (no Trainer internals):
+
+    on_train_begin  lays the run-scope phases out over the run: state.max_steps and state.num_train_epochs are the
+                    Trainer's (resumed runs included), the optimizer steps per epoch follow from the prepared
+                    train_dataloader's length (batches per process) and gradient accumulation, and one optimizer
+                    step reads state.train_batch_size x accumulation x world_size sample positions.
+    on_epoch_begin  sets the sampler's epoch from state.epoch. The Trainer's own set_epoch does not reach the sampler
+                    on a resumed multi-process run (accelerate's skip-first-batches wrapper does not pass it on),
+                    which would replay epoch 0's order in the resumed epoch; state.epoch, restored from the
+                    checkpoint, is the resumed epoch plus a fraction, so int() of it is the epoch being trained."""
+
+    def __init__(self, sampler: CurriculumSampler):
+        self.sampler = sampler
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        ga = args.gradient_accumulation_steps
+        batches = (len(train_dataloader) if train_dataloader is not None  # per process, as accelerate shards it
+                   else math.ceil(len(self.sampler) / (state.train_batch_size * args.world_size)))
+        per_epoch = max(batches // ga + int(batches % ga > 0), 1)  # as the Trainer counts its update steps
+        total_batch = state.train_batch_size * ga * args.world_size
+        self.sampler.plan_run(state.num_train_epochs,
+                              consumed_samples(state.num_train_epochs, per_epoch, state.max_steps, total_batch,
+                                               len(self.sampler)))
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.sampler.set_epoch(int(state.epoch or 0))
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 def main(argv=None) -> int:
-    from medvl.jsonio import write_json
-    from train.data import load_records
-
     p = argparse.ArgumentParser(prog="python -m train.curriculum", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="records (.json/.jsonl; comma-separate several)")

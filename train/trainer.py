@@ -8,13 +8,14 @@ import logging
 import torch
 from transformers import Trainer
 
-from train.adapters import param_group_of
-from train.chunked_loss import chunked_nll_sum, labelled_positions
 from medvl.collate import SKIPPED_KEY
+from medvl.encoding import IGNORE_INDEX
 from medvl.families import ModelFamily
 from medvl.packing import is_packed, packed_position_ids
-from medvl.encoding import IGNORE_INDEX
 from medvl.varlen_attention import packed_forward
+from train.adapters import param_group_of
+from train.chunked_loss import chunked_nll_sum, labelled_positions
+from train.curriculum import CurriculumCallback, CurriculumPlan, CurriculumSampler
 
 log = logging.getLogger(__name__)
 
@@ -33,45 +34,41 @@ def _head_as_identity(base):
 
 
 class VLTrainer(Trainer):
-    """Overrides two hooks: `create_optimizer` (LR per merger / llm / vision group, also under DeepSpeed, which
-    calls this when ds_configs carry no optimizer block) and `evaluation_loop` (eval loss + greedy-generation metrics)."""
+    """HF's Trainer through its documented hooks; the training loop, loss scaling, accumulation, checkpointing and
+    resume are the parent's. It overrides:
+
+    - `_get_train_sampler`: with a curriculum, the CurriculumSampler (train/curriculum.py) instead of the shuffle;
+      a CurriculumCallback, added here, gives it the run length (on_train_begin) and the epoch (on_epoch_begin).
+    - `create_optimizer`: one param group per merger / llm / vision with its own LR (also under DeepSpeed, which
+      calls this when ds_configs carry no optimizer block).
+    - `training_step`, `prediction_step`: take the skipped-records entry out of the batch (into the run summary),
+      then the parent's step.
+    - `compute_loss`: packed rows get per-sample mRoPE ids and varlen attention, `chunked_loss` runs the frozen LM
+      head on labelled positions only, the vision cache serves ViT features; every path returns the parent's
+      compute_loss, so num_items_in_batch, devices and gradient accumulation scale them all alike.
+    - `evaluation_loop`: eval loss, then greedy-generation metrics into the same metrics dict."""
 
     def __init__(self, *args, family: ModelFamily, group_lrs: dict[str, float | None], validator=None,
-                 chunked_loss: bool = False, loss_chunk: int = 4096, vision_cache=None, curriculum=None, **kwargs):
+                 chunked_loss: bool = False, loss_chunk: int = 4096, vision_cache=None,
+                 curriculum: CurriculumPlan | None = None, **kwargs):
         self.family, self.validator = family, validator
-        self.curriculum, self.curriculum_sampler = curriculum, None  # train/curriculum.py: a CurriculumPlan or None
         self.group_lrs = group_lrs
         self.chunked_loss, self.loss_chunk, self.vision_cache = chunked_loss, loss_chunk, vision_cache
         # {id: reason} of records skipped while batches were built (in dataloader workers too: they come with the batch)
         self.failed_at_train_time: dict[str, str] = {}
         self.failed_at_eval_time: dict[str, str] = {}
         super().__init__(*args, **kwargs)
+        self.curriculum_sampler = None
+        if curriculum is not None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            self.curriculum_sampler = CurriculumSampler(curriculum, seed)
+            self.add_callback(CurriculumCallback(self.curriculum_sampler))
 
     # -- data order (train/curriculum.py) -------------------------------------------------------
     def _get_train_sampler(self, train_dataset=None):
-        if self.curriculum is None:
+        if self.curriculum_sampler is None:
             return super()._get_train_sampler(train_dataset)
-        from train.curriculum import CurriculumSampler
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        self.curriculum_sampler = CurriculumSampler(self.curriculum, seed)
         return self.curriculum_sampler
-
-    def set_initial_training_values(self, args, dataloader):
-        """The run length, from the Trainer's own arithmetic, lays out a run-scope curriculum."""
-        values = super().set_initial_training_values(args, dataloader)
-        if self.curriculum_sampler is not None:
-            from train.curriculum import consumed_samples
-            epochs, per_epoch, _, _, total_batch, _, max_steps = values
-            s = self.curriculum_sampler
-            s.plan_run(epochs, consumed_samples(epochs, per_epoch, max_steps, total_batch, len(s)))
-        return values
-
-    def _run_epoch(self, *args, **kwargs):
-        # On a resumed multi-GPU run accelerate wraps the batch sampler in a skip wrapper that does not pass
-        # set_epoch on: set it here, or the resumed epoch would replay epoch 0's order.
-        if self.curriculum_sampler is not None:
-            self.curriculum_sampler.set_epoch(kwargs["epoch"])
-        return super()._run_epoch(*args, **kwargs)
 
     # -- optimizer ------------------------------------------------------------------------------
     def expected_group_lrs(self) -> dict[str, float]:
@@ -163,7 +160,7 @@ class VLTrainer(Trainer):
 
 
 def _take_skipped(inputs: dict, into: dict) -> dict:
-    """The batch without its skipped-records entry (train/collator.add_skipped), which goes into `into`."""
+    """The batch without its skipped-records entry (medvl/collate.py), which goes into `into`."""
     if SKIPPED_KEY not in inputs:
         return inputs
     inputs = dict(inputs)
@@ -190,10 +187,9 @@ def _chunked_loss_forward(model, base, loss_chunk: int, labels, num_items_in_bat
 def _embeddings_in_32bit_state(model) -> None:
     """As HF's own create_optimizer does for bitsandbytes: embedding rows keep 32-bit optimizer state (8-bit state
     on sparse, large-range embedding updates is unstable); a no-op unless embeddings train."""
-    import bitsandbytes
-    from torch import nn
+    import bitsandbytes  # optional, heavy: only with a bitsandbytes optimizer
 
     manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
     for module in model.modules():
-        if isinstance(module, nn.Embedding) and module.weight.requires_grad:
+        if isinstance(module, torch.nn.Embedding) and module.weight.requires_grad:
             manager.register_module_override(module, "weight", {"optim_bits": 32})
