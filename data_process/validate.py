@@ -18,10 +18,9 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from medvl.encoding import SampleError
 from medvl.jsonio import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
-from medvl.loading import load_processor
 from medvl.paths import MAX_IMAGE_BYTES
+from medvl.samples import SampleError
 from medvl.schema import record_problems
 
 
@@ -119,8 +118,11 @@ def main(argv=None):
 
     processor = None
     if not a.schema_only:
-        processor = load_processor(a.model_name_or_path, min_pixels=a.min_pixels, max_pixels=a.max_pixels, max_len=a.max_len,
-                                   image_root=a.image_root, truncation=a.truncation,
+        # lazy: loading imports torch (~200 MiB), which --schema_only must not pay (tests/reliability/test_streaming.py)
+        from medvl.loading import load_processor
+
+        processor = load_processor(a.model_name_or_path, min_pixels=a.min_pixels, max_pixels=a.max_pixels,
+                                   max_len=a.max_len, image_root=a.image_root, truncation=a.truncation,
                                    allow_outside_root=a.allow_outside_root, max_image_bytes=a.max_image_bytes)
     rep = ValidationReport()
     records = tqdm(iter_records(a.data, bad_lines="yield"), desc="validate", disable=a.no_progress, mininterval=2)

@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from medvl.jsonio import DataError, iter_jsonl, read_json
@@ -42,6 +41,8 @@ def iter_table(path: Path, required: Iterable[str]) -> tuple[int | None, Iterato
     """(row count if known, rows as dicts) of a parquet or JSONL file; required columns missing -> DataError."""
     required = list(required)
     if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # lazy: ~50 MiB of RSS that JSON inputs must not pay
+
         try:
             pf = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises several types for a damaged file
