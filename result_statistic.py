@@ -42,6 +42,10 @@ from pathlib import Path
 
 from medvl.jsonio import DataError
 from medvl.metrics.errors import MetricUnavailable
+from eval.curves import find_runs, runs_from_results
+from eval.evaluate import compare_models, evaluate_models
+from eval.report import write_report
+from eval.tables import compact_overall, write_tables
 
 
 def discover_models(pred_dir: Path, wanted: list[str] | None) -> dict[str, Path]:
@@ -63,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pred_dir", required=True, type=Path, help="folder holding <model>/predictions.jsonl")
     p.add_argument("--type_mapping", required=True, type=Path, help="type_mapping.json from data_process.data_trans")
-    p.add_argument("--out_dir", required=True, type=Path, help="where tables, JSON and plots are written")
+    p.add_argument("--output_dir", "--out_dir", dest="out_dir", required=True, type=Path,
+                   help="where tables, JSON and plots are written")
     p.add_argument("--models", nargs="+", default=None, metavar="NAME",
                    help="model folders to compare, in order; the first is the base of the paired tests")
     p.add_argument("--family", default=None,
@@ -99,10 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.html and args.test_data is None:
         parser.error("--html needs --test_data (the test.json the predictions were made from: images and boxes)")
-    from eval.curves import find_runs, runs_from_results
-    from eval.evaluate import compare_models, evaluate_models
-    from eval.tables import compact_overall, write_tables
-
     try:
         paths = discover_models(args.pred_dir, args.models)
         print(f"models (first = base): {', '.join(paths)}", file=sys.stderr)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: {written[key]}")
     plots = None
     if args.html or not args.no_plots:
-        from eval.plots import render_plots, write_plots
+        from eval.plots import render_plots, write_plots  # matplotlib: only when plots or the report are asked for
 
         runs = runs if runs is not None else runs_from_results(results)
         plots = render_plots(results, runs)  # rendered once: written as PNGs and embedded in the report
@@ -132,8 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_plots(results, args.out_dir / "plots", plots=plots):
             print(f"plot: {path}")
     if args.html:
-        from eval.report import write_report
-
         try:
             path = write_report(results, comparisons, args.out_dir / "report.html", test_data=args.test_data,
                                 runs=runs, image_root=args.image_root, max_samples=args.html_max_samples,

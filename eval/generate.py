@@ -31,7 +31,9 @@ from tqdm import tqdm
 from medvl.jsonio import BadLine, completed_ids, read_records, write_json
 from medvl.schema import record_problems
 from medvl.encoding import DEFAULT_SYSTEM
+from medvl.families import vision_tower
 from medvl.generation import generate_batch
+from medvl.loading import pixel_budget
 from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_processor, load_spec_with_encoders,
                          prompt_limit, system_prompt_from_args)
 from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
@@ -78,8 +80,6 @@ def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:
 
 def vision_dtype(model) -> torch.dtype | None:
     """The dtype the vision tower casts pixels to (its first floating parameter), None for a text-only model."""
-    from medvl.families import vision_tower
-
     visual = vision_tower(model)
     return next((p.dtype for p in visual.parameters() if p.is_floating_point()), None) if visual else None
 
@@ -156,8 +156,6 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
 def budget_warning(specs: list[ModelSpec], min_pixels=None, max_pixels=None) -> str | None:
     """A loud note when the models would see images at different pixel budgets (each checkpoint / adapter saves
     its own): their scores are then not comparable on image detail alone."""
-    from medvl.loading import pixel_budget
-
     budgets = {s.name: pixel_budget(load_spec_processor(s, min_pixels=min_pixels, max_pixels=max_pixels)[0]
                                     .image_processor) for s in specs}
     if len(set(budgets.values())) <= 1:

@@ -11,8 +11,20 @@ evaluation resizes images exactly as the run that produced the adapter did.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from peft import PeftModel
+from transformers import AutoConfig
+
+from medvl.encoding import DEFAULT_SYSTEM
+from medvl.families import get_family
+from medvl.loading import load_model_and_processor, load_processor, pixel_budget
+from eval.fast_vision import prepare_vision
+from eval.output_dir import weights_identity
+from eval.prompt_batches import EncoderPool
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,6 @@ class ModelSpec:
 def load_spec_processor(spec: ModelSpec, **processor_kw):
     """(VLProcessor, family) of a spec without its weights: cheap, so encoding can start before the model loads.
     The same processor load_spec returns."""
-    from transformers import AutoConfig
-
-    from medvl.loading import load_processor
-    from medvl.families import get_family
-
     family = get_family(AutoConfig.from_pretrained(spec.checkpoint))
     return load_processor(spec.processor_source, family, **processor_kw), family
 
@@ -58,10 +65,6 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
               **processor_kw):
     """(model in eval mode, VLProcessor, family) for a spec; adapters merged in order; the vision tower's fast
     inference paths applied (eval/fast_vision.py; `model.vision_speed` says which)."""
-    from peft import PeftModel
-
-    from medvl.loading import load_model_and_processor, load_processor
-
     model, processor, family = load_model_and_processor(spec.checkpoint, dtype=dtype, **processor_kw)
     for a in spec.adapters:
         model = PeftModel.from_pretrained(model, a).merge_and_unload()
@@ -71,7 +74,6 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
         processor = load_processor(spec.processor_source, family, **pix, **rest)
     if device:
         model = model.to(device)
-    from eval.fast_vision import prepare_vision
     model.vision_speed = prepare_vision(model, compile_vision)
     return model.eval(), processor, family
 
@@ -81,8 +83,6 @@ def load_spec_with_encoders(spec: ModelSpec, num_workers: int | None = None, dty
     """(EncoderPool, (model, processor, family)): the encoding workers start first, since they fork fast from a
     process that holds no weights yet (eval/prompt_batches.py), then the model loads. `before_load(processor)` runs
     before either (a check that may refuse the run costs no model load)."""
-    from eval.prompt_batches import EncoderPool
-
     processor = load_spec_processor(spec, **processor_kw)[0]
     if before_load is not None:
         before_load(processor)
@@ -96,8 +96,6 @@ def load_spec_with_encoders(spec: ModelSpec, num_workers: int | None = None, dty
 
 def context_length(checkpoint: str) -> int:
     """The model's context length in tokens (`max_position_embeddings` of its text config)."""
-    from transformers import AutoConfig
-
     cfg = AutoConfig.from_pretrained(checkpoint)
     for c in (getattr(cfg, "text_config", None), cfg):
         if getattr(c, "max_position_embeddings", None):
@@ -119,12 +117,6 @@ def prompt_limit(spec: ModelSpec, max_len: int | None, reserve: int = 0) -> tupl
 def fingerprint(spec: ModelSpec, processor, system_prompt, dtype) -> dict:
     """What a spec's outputs depend on besides the records: weights, pixel budget, prompt, dtype (compared on
     reruns by eval/output_dir.py; generation adds its decoding settings)."""
-    import hashlib
-
-    from medvl.loading import pixel_budget
-    from medvl.encoding import DEFAULT_SYSTEM
-    from eval.output_dir import weights_identity
-
     lo, hi = pixel_budget(processor.image_processor)
     template = processor.tokenizer.chat_template or ""
     return {"checkpoint": weights_identity(spec.checkpoint), "adapters": [weights_identity(a) for a in spec.adapters],
@@ -135,8 +127,6 @@ def fingerprint(spec: ModelSpec, processor, system_prompt, dtype) -> dict:
 
 def system_prompt_from_args(parser, args):
     """--prompt_mode default: the chat template's own system turn; custom: the text of --system_prompt_file."""
-    from medvl.encoding import DEFAULT_SYSTEM
-
     if args.prompt_mode != "custom":
         return DEFAULT_SYSTEM
     if not args.system_prompt_file:
@@ -146,11 +136,10 @@ def system_prompt_from_args(parser, args):
 
 def add_model_arguments(p) -> None:
     """The options every per-model eval entry point shares (generation, perplexity)."""
-    import torch
-
     p.add_argument("--model", action="append", required=True, help="name=CHECKPOINT[+ADAPTER...] (repeatable)")
     p.add_argument("--test_data", required=True)
-    p.add_argument("--out_dir", default="result/predictions")
+    p.add_argument("--output_dir", "--out_dir", dest="out_dir", default="result/predictions",
+                   help="folder of <model>/predictions.jsonl, run_info.json and perplexity.json")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

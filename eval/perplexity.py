@@ -22,11 +22,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from medvl.jsonio import read_json, read_records, write_json
+from medvl.categories import REGION_TASKS, category_names
 from medvl.encoding import DEFAULT_SYSTEM, IGNORE_INDEX
+from medvl.jsonio import read_json, read_records, write_json
+from eval.categorize import category_order, native_fields
 from eval.generate import screen_records, vision_dtype
 from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_with_encoders, prompt_limit,
-                         system_prompt_from_args)
+                             system_prompt_from_args)
 from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
 
 
@@ -53,17 +55,16 @@ def corpus_ppl(nll_sums: list[float], counts: list[int]) -> dict:
     return {"ppl": math.exp(total / tokens), "nll_sum": total, "tokens": tokens, "n": len(counts)}
 
 
-def category_keys(entry: dict | None) -> list[str]:
-    """The categories a type_mapping entry falls in (the same names as the metric tables)."""
-    if not entry:
+def category_keys(entry: dict | None, task: str = "vqa", dataset: bool = False) -> list[str]:
+    """The categories an answer falls in: medvl.categories.category_names, the rule of the metric tables (a region
+    task or a caption is its own category, never overall/open/closed). entry: its type_mapping entry (a VQA answer
+    without one has no category); dataset: add "dataset/<name>" (more than one dataset is scored)."""
+    entry = entry or {}
+    answer_type = entry.get("answer_type")
+    if task == "vqa" and not answer_type:
         return []
-    keys = []
-    at = entry.get("answer_type")
-    if at:
-        keys.append(at)
-        if at == "closed" and entry.get("closed_type"):
-            keys.append(f"closed/{entry['closed_type']}")
-    return keys
+    return category_names(task, answer_type, entry.get("closed_type") if answer_type == "closed" else None,
+                          native_fields(entry), str(entry.get("dataset") or "unknown") if dataset else None)
 
 
 def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, type_mapping: dict | None = None,
@@ -109,12 +110,15 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
               "by_category": {}, "tokens_counted": ANSWER_TOKENS_NOTE, "max_len": limit, "max_len_from": limit_from,
               "fingerprint": made_with, "failed": failed, "per_sample": per_sample}
     if type_mapping:
+        tasks = {str(r["id"]): (r.get("meta") or {}).get("task") or "vqa" for r in text_records}
+        entries = {rid: type_mapping.get(rid) or {} for rid in ids}
+        several = len({e.get("dataset") for rid, e in entries.items() if tasks[rid] not in REGION_TASKS}) > 1
         groups: dict[str, list[str]] = {}
         for rid in ids:
-            for key in category_keys(type_mapping.get(rid)):
+            for key in category_keys(entries[rid], tasks[rid], several):
                 groups.setdefault(key, []).append(rid)
         result["by_category"] = {k: corpus_ppl([per_sample[i]["nll_sum"] for i in v], [per_sample[i]["tokens"] for i in v])
-                                 for k, v in sorted(groups.items())}
+                                 for k, v in sorted(groups.items(), key=lambda kv: category_order(kv[0]))}
     write_json(out / "perplexity.json", result)
     return result
 

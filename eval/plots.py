@@ -25,11 +25,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from eval.evaluate import METRIC_INFO, REGION_TASKS, category_order  # noqa: E402
+from medvl.categories import REGION_TASKS  # noqa: E402
+from medvl.metrics.registry import GROUNDING, TEXT, label, names  # noqa: E402
+from eval.categorize import category_order  # noqa: E402
+from eval.compare import headline_metric  # noqa: E402
+from eval.old_results import upgrade_results  # noqa: E402
 
-TEXT_PLOT_METRICS = ("closed_accuracy", "exact_match", "word_f1", "rouge_l", "bleu4", "meteor", "bertscore_f1")
-GROUNDING_PLOT_METRICS = ("box_rate", "mean_iou", "mean_iou_boxed_only", "iou_gt_0_5_rate", "centre_inclusion_rate",
-                          "position_match_rate")
+# the registry's plotted metrics (all on a 0-1 scale)
+TEXT_PLOT_METRICS = tuple(m for m in names(plot=True) if m in TEXT)
+GROUNDING_PLOT_METRICS = tuple(m for m in names(plot=True) if m in GROUNDING)
 
 
 def category_groups(categories) -> dict[str, list[str]]:
@@ -105,7 +109,7 @@ def _panel(ax, cat: str, results: Mapping[str, dict]) -> bool:
     ns = sorted({c["n"] for c in cats.values() if c})
     ax.set_title(f"{cat} (n={'/'.join(map(str, ns))})", fontsize=9)
     ax.set_xticks(range(len(metrics)))
-    ax.set_xticklabels([METRIC_INFO[k][0] for k in metrics], rotation=35, ha="right", fontsize=7)
+    ax.set_xticklabels([label(k) for k in metrics], rotation=35, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
     return True
@@ -136,8 +140,6 @@ def headline_figure(results: Mapping[str, dict]):
     """One panel, every category: each model's headline metric (closed accuracy / mean IoU / token F1) with its CI.
 
     The at-a-glance view: where did fine-tuning move the number that matters for that category."""
-    from eval.evaluate import headline_metric
-
     models = list(results)
     cats = sorted({c for r in results.values() for c in r["categories"]}, key=category_order)
     rows = []  # (category, metric)
@@ -164,7 +166,7 @@ def headline_figure(results: Mapping[str, dict]):
         ax.bar(xs, ys, width, label=model)
         ax.errorbar(xs, ys, yerr=[lo, hi], fmt="none", ecolor="black", elinewidth=1, capsize=2)
     ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels([f"{c}\n{METRIC_INFO[m][0]}" for c, m in rows], rotation=40, ha="right", fontsize=7)
+    ax.set_xticklabels([f"{c}\n{label(m)}" for c, m in rows], rotation=40, ha="right", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("headline metric")
     ax.grid(axis="y", alpha=0.3)
@@ -246,6 +248,7 @@ def render_plots(results: Mapping[str, dict], runs=()) -> list[Plot]:
     """Every plot as PNG bytes, rendered once (write_plots writes them; eval/report.py embeds the same bytes).
 
     runs: eval.curves.TrainingRun list (training curves per stage)."""
+    results = upgrade_results(results)  # an older results file says word_f1
     out = []
 
     def add(kind: str, stem: str, caption: str, fig) -> None:

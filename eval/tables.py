@@ -10,26 +10,30 @@ table), one whose backend failed reads "unavailable" (reason in the notes), a ca
 The md marks the best value per row in **bold**, the txt with a trailing "*" (only when models differ, and
 never between models scored on different numbers of samples). The first table ("models") gives each model's
 coverage of the test set and its pixel budget; a partial coverage or a pixel-budget difference leads the notes.
+Rows, labels and directions come from the metric registry (medvl.metrics.registry); the notes are
+eval/table_notes.py's, the renderers eval/table_render.py's.
 """
 from __future__ import annotations
 
 import os
-import textwrap
 from pathlib import Path
 from typing import Mapping
 
 from medvl.jsonio import atomic_write_text, write_json
+from medvl.metrics.registry import BLEU, GROUNDING, HEADLINE, METRICS, TEXT, YES_NO, label
+from eval.categorize import category_order
+from eval.compare import compare_models
+from eval.old_results import upgrade_comparisons, upgrade_results
+from eval.pixel_budget import budget_text, pixel_budget_warning
+from eval.table_notes import build_notes, coverage_notes
+from eval.table_render import render_markdown, render_text
 
-from eval.coverage import ALLOW_FLAG, describe
-from eval.evaluate import BLEU, GROUNDING, HEADLINE, METRIC_INFO, VIEWER_SIDE_DATASETS, compare_models
-
-TEXT_ROWS = ("closed_accuracy", "yes_no_precision", "yes_no_recall", "yes_no_f1", "exact_match", "soft_match",
-             "substring_match", "word_overlap", "word_contain", "word_precision", "word_recall", "word_f1",
-             "char_precision", "char_recall", "char_f1", "rouge_1", "rouge_l", "bleu1", "bleu4", "meteor", "cider",
-             "bertscore_f1")
-_HIDE_WHEN_ALL_NA = {"closed_accuracy", "yes_no_precision", "yes_no_recall", "yes_no_f1"}
+TEXT_ROWS = tuple(m for m in TEXT if METRICS[m].table)  # the registry's order
+# rows left out when the metric applies to no category of the table (a table of open questions has no closed rows)
+_HIDE_WHEN_ALL_NA = {"closed_accuracy", *YES_NO}
 MISSING, UNAVAILABLE = "-", "unavailable (see notes)"
-
+__all__ = ["write_tables", "build_sections", "compact_overall", "render_markdown", "render_text", "coverage_notes",
+           "pixel_budget_warning", "TEXT_ROWS"]
 
 # ------------------------------------------------------------------------------------------------ cells
 def _digits(metric: str) -> int:
@@ -68,8 +72,6 @@ def _best(values: list[float | None], higher: bool) -> list[bool]:
 
 # ------------------------------------------------------------------------------------------------ sections
 def _categories(results: Mapping[str, dict]) -> list[str]:
-    from eval.evaluate import category_order
-
     names = {c for r in results.values() for c in r["categories"]}
     return sorted(names, key=category_order)
 
@@ -85,7 +87,7 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
     same_n = len(set(ns)) == 1  # a best is marked only between models scored on the same samples
     rows, na_notes = [], {}
     for metric in (GROUNDING if cat == "grounding" else TEXT_ROWS):
-        label, higher, _ = METRIC_INFO[metric]
+        name, higher = METRICS[metric].label, METRICS[metric].higher_is_better
         present = [c for c in cats if c]
         if all(metric not in c["metrics"] and metric not in c.get("unavailable", {}) and
                metric not in c.get("not_applicable", {}) for c in present):
@@ -94,10 +96,10 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
             continue
         cells = [_cell(metric, c) for c in cats]
         best = _best([v for _, v in cells], higher) if same_n else [False] * len(cells)
-        rows.append((label, [t for t, _ in cells], best))
+        rows.append((name, [t for t, _ in cells], best))
         for c in present:
             if metric in c.get("not_applicable", {}) and metric not in c["metrics"]:
-                na_notes.setdefault(c["not_applicable"][metric], []).append(label)
+                na_notes.setdefault(c["not_applicable"][metric], []).append(name)
     base = comparisons.get("base")
     if base and len(models) > 1:
         tests = [comparisons["by_model"].get(m, {}).get(cat) for m in models]
@@ -112,7 +114,7 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
                 else:
                     short = "McNemar" if "McNemar" in t["test"] else "bootstrap"
                     cells.append(f"{t['mean_diff']:+.3f} (p={t['p_value']:.3g}, {short})")
-            rows.append((f"Δ {METRIC_INFO[metric][0]} vs {base} (paired)", cells, [False] * len(models)))
+            rows.append((f"Δ {label(metric)} vs {base} (paired)", cells, [False] * len(models)))
     notes = [f"n/a: {', '.join(dict.fromkeys(ms))}: {why}" for why, ms in na_notes.items()]
     if not same_n and len(models) > 1:
         notes.append("no best marked: the models were scored on different numbers of samples")
@@ -125,44 +127,6 @@ def _section(cat: str, results: Mapping[str, dict], comparisons: dict) -> dict:
     return {"title": cat, "n_text": n_text, "header": models, "rows": rows, "notes": notes}
 
 
-def _budget_text(b: dict | None) -> str:
-    return f"{b['min_pixels']}-{b['max_pixels']}" if b else "unknown"
-
-
-def pixel_budget_warning(results: Mapping[str, dict]) -> str | None:
-    """A loud line when the models' images were resized within different pixel budgets (or one is unknown)."""
-    budgets = {m: r.get("pixel_budget") for m, r in results.items()}
-    known = {(b["min_pixels"], b["max_pixels"]) for b in budgets.values() if b}
-    unknown = [m for m, b in budgets.items() if not b]
-    if len(known) > 1:
-        return ("WARNING: the models saw images at different pixel budgets (min-max pixels: "
-                + ", ".join(f"{m} {_budget_text(b)}" for m, b in budgets.items()) + "); a difference between "
-                "them may come from image resolution, not training. Regenerate with one --min_pixels/--max_pixels "
-                "for every model.")
-    if unknown and len(results) > 1:
-        return (f"WARNING: pixel budget unknown for {', '.join(unknown)} (run_info.json does not record it): "
-                "it cannot be confirmed that every model saw the same image sizes.")
-    return None
-
-
-def coverage_notes(results: Mapping[str, dict]) -> list[str]:
-    """Which models lack test ids (with counts) and which samples the models are compared on."""
-    covs = {m: r.get("coverage") for m, r in results.items()}
-    if not any(covs.values()):
-        return ["Coverage: not checked (no type mapping, so the test set is unknown)."]
-    short = {m: c for m, c in covs.items() if c and not c["complete"]}
-    if not short:
-        return [f"Coverage: every model answered all {next(c for c in covs.values() if c)['n_test']} test ids."]
-    lines = [f"PARTIAL COVERAGE ({ALLOW_FLAG}): {describe(m, c)}." for m, c in short.items()]
-    compared = {c["n_compared"] for c in covs.values() if c and "n_compared" in c}
-    if compared:
-        lines.append(f"Every model is scored on the {min(compared)} ids all the models answered, not on the whole "
-                     "test set.")
-    else:
-        lines.append("The models are scored on the ids each answered; no best is marked where n differs.")
-    return lines
-
-
 def _models_section(results: Mapping[str, dict]) -> dict:
     """Per model: how much of the test set it covers and the pixel budget of its images (no best: facts)."""
     models = list(results)
@@ -173,159 +137,57 @@ def _models_section(results: Mapping[str, dict]) -> dict:
     if any(c and "n_compared" in c for c in covs):
         rows.append(("compared on (ids every model answered)", [str(c.get("n_compared", MISSING)) if c else MISSING
                                                                 for c in covs]))
-    rows.append(("pixel budget (min-max pixels)", [_budget_text(results[m].get("pixel_budget")) for m in models]))
+    rows.append(("pixel budget (min-max pixels)", [budget_text(results[m].get("pixel_budget")) for m in models]))
     return {"title": "models", "n_text": "test-set coverage and image pixel budget; see the notes", "header": models,
-            "rows": [(label, cells, [False] * len(models)) for label, cells in rows], "notes": []}
+            "rows": [(name, cells, [False] * len(models)) for name, cells in rows], "notes": []}
 
 
 def _perplexity_section(results: Mapping[str, dict]) -> dict | None:
+    """Corpus perplexity per model: every text answer scored (perplexity.json's "overall"), then per category
+    (medvl.categories.category_names, the categories of the metric tables)."""
     models = list(results)
     ppls = [results[m].get("perplexity") for m in models]
     if not any(ppls):
         return None
-    keys = ["overall"] + sorted({k for p in ppls if p for k in (p.get("by_category") or {})})
+    cats = sorted({k for p in ppls if p for k in (p.get("by_category") or {})}, key=category_order)
     rows = []
-    for key in keys:
-        vals = []
-        for p in ppls:
-            entry = None if not p else (p.get("overall") if key == "overall" else (p.get("by_category") or {}).get(key))
-            vals.append(entry)
+    for key in [None, *cats]:
+        vals = [None if not p else p.get("overall") if key is None else (p.get("by_category") or {}).get(key)
+                for p in ppls]
         nums = [e.get("ppl") if e else None for e in vals]
         cells = [MISSING if e is None else f"{e['ppl']:.3f} ({e.get('tokens', '?')} tok)" for e in vals]
-        rows.append((key, cells, _best(nums, higher=False)))
+        rows.append(("all text answers" if key is None else key, cells, _best(nums, higher=False)))
     return {"title": "perplexity", "n_text": "of the reference answers; lower is better", "first_column": "category",
             "header": models, "rows": rows,
-            "notes": ["perplexity = exp(sum of token NLL / number of answer tokens) per category, from perplexity.json"]}
-
-
-def _notes(results: Mapping[str, dict], comparisons: dict, shown: set[str]) -> list[str]:
-    models = list(results)
-    first = results[models[0]]["settings"]
-    warning = pixel_budget_warning(results)
-    notes = coverage_notes(results) + ([warning] if warning else []) + [
-        "What each metric counts, which tokens and references, categories and coverage: docs/measurement.md.",
-        "Pixel budget (min-max pixels an image is resized within, from run_info.json): "
-        + ", ".join(f"{m} {_budget_text(results[m].get('pixel_budget'))}" for m in models) + ".",
-        f"Headline metrics ({', '.join(METRIC_INFO[m][0] for m in HEADLINE)}) "
-        f"show the mean and its {int(first['confidence'] * 100)}% percentile-bootstrap CI [low, high] "
-        f"({first['n_boot']} resamples, seed {first['seed']}).",
-        f"Paired tests compare each model with the first ({models[0]}) on the same sample ids, on the category's "
-        "headline metric (closed accuracy, else mean IoU for grounding, else token F1): exact McNemar for 0/1 "
-        "scores, paired bootstrap otherwise. Δ = model - base.",
-        "Categories: overall = every VQA question; closed/<type> follow type_mapping.json (data_process/data_trans.py: "
-        "yes_no, modality, position, general); captions and grounding are scored separately, not in overall; "
-        "native/<field>/<value> is the dataset's own question category.",
-        "BLEU is reported on open-ended answers only: a category that holds closed answers shows 'n/a (closed)', "
-        "because BLEU-4 of a correct one-word answer is meaningless (pycocoevalcap ~0, nltk smoothing-1 0.1778).",
-        "METEOR is the jar's corpus score of each category; CIDEr takes its idf from each category's references, so "
-        "CIDEr is not comparable across categories.",
-        "Grounding: 'mean IoU (missing box = 0)' counts a sample without a parsable box as IoU 0 (the honest "
-        "number); 'mean IoU (boxed samples only)' and the centre error average only samples with a box and are "
-        "biased - read them with the box rate. Boxes are parsed in each model family's own format and converted "
-        "to pixels of the original image before any comparison. With several reference boxes (one label, several "
-        "regions) the predicted box is scored against the best-matching one (highest IoU; the nearest centre "
-        "when none overlaps). Position match: over samples whose reference label names a side or level, whether "
-        "the box centre lies there by image thirds; left/right mean the patient's side (radiological display), "
-        f"except the image side for {', '.join(VIEWER_SIDE_DATASETS)}. Region tasks (region_classification, "
-        "region_caption) are their own categories, not in overall.",
-    ]
-    described: dict[str, list[str]] = {}  # one line per distinct BERTScore setup
-    for m in models:
-        r = results[m]
-        bs = r.get("bertscore")
-        if bs:
-            setup = (f"model {bs['model']}, layer {bs['num_layers']} ({bs['num_layers_source']}), rescaled with "
-                     f"baseline: {bs['rescale_with_baseline']}, idf: {bs['idf']}, bert-score {bs['bert_score_version']}")
-            described.setdefault(setup, []).append(f"{m} ({bs['n_empty_predictions']} empty predictions scored "
-                                                   f"{bs['empty_prediction_score']})")
-        elif r.get("bertscore_requested"):
-            notes.append(f"BERTScore for {m}: requested ({r['bertscore_requested']['model']}) but unavailable.")
-    for setup, who in described.items():
-        notes.append(f"BERTScore: {setup}; for {', '.join(who)}.")
-    if not any(r.get("bertscore_requested") for r in results.values()):
-        notes.append("BERTScore: not computed (no --bertscore_model given).")
-    for m in models:
-        by_reason: dict[str, list[str]] = {}
-        for metric, why in results[m].get("unavailable", {}).items():
-            by_reason.setdefault(why, []).append(METRIC_INFO.get(metric, (metric,))[0])
-        for why, labels in by_reason.items():
-            notes.append(f"UNAVAILABLE for {m}: {', '.join(labels)}: {why}")
-    for m in models:
-        if results[m].get("data_issues"):
-            notes.append(f"Data issues for {m}: {results[m]['data_issues']}")
-    for m in models:
-        ri = results[m].get("run_info") or {}
-        if ri:
-            notes.append(f"{m}: family {results[m].get('family')}, checkpoint {ri.get('checkpoint')}, adapters "
-                         f"{ri.get('adapters')}, decoding {ri.get('decoding')}, {results[m]['n_predictions']} predictions.")
-    notes.append("Metric definitions:")
-    notes += [f"  {METRIC_INFO[m][0]}: {METRIC_INFO[m][2]}" for m in METRIC_INFO if m in shown]
-    return notes
+            "notes": ["perplexity = exp(sum of token NLL / number of answer tokens) per category, from perplexity.json; "
+                      "'all text answers' holds every answer scored (VQA, captions, region tasks), 'overall' the VQA "
+                      "questions only, as in the metric tables"]}
 
 
 def build_sections(results: Mapping[str, dict], comparisons: dict | None = None) -> tuple[list[dict], list[str]]:
-    """The tables (as plain data) and the note lines; both renderers read these."""
+    """The tables (as plain data) and the note lines; both renderers read these. Results written with an older
+    metric name (word_f1) are read under the current one (eval/old_results.py)."""
     if not results:
         raise ValueError("no results to tabulate")
+    results = upgrade_results(results)
+    comparisons = upgrade_comparisons(comparisons) if comparisons is not None else None
     comparisons = comparisons if comparisons is not None else (compare_models(results) if len(results) > 1 else {})
     sections = [_models_section(results)] + [_section(c, results, comparisons) for c in _categories(results)]
     ppl = _perplexity_section(results)
     if ppl:
         sections.append(ppl)
-    label_to_metric = {v[0]: k for k, v in METRIC_INFO.items()}
+    label_to_metric = {m.label: m.name for m in METRICS.values()}
     shown = {label_to_metric[r[0]] for s in sections for r in s["rows"] if r[0] in label_to_metric}
-    return sections, _notes(results, comparisons, shown)
-
-
-# ------------------------------------------------------------------------------------------------ renderers
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def render_markdown(sections: list[dict], notes: list[str]) -> str:
-    out = ["# Model comparison", "", "Best value per row in **bold**. Columns are models; the first is the base.", ""]
-    for s in sections:
-        head = [s.get("first_column", "metric")] + list(s["header"])
-        out += [f"## {s['title']} ({s['n_text']})", "", "| " + " | ".join(map(_md_escape, head)) + " |",
-                "|---|" + "---|" * len(s["header"])]
-        for label, cells, best in s["rows"]:
-            cells = [f"**{c}**" if b else c for c, b in zip(cells, best)]
-            out.append(f"| {_md_escape(label)} | " + " | ".join(map(_md_escape, cells)) + " |")
-        out.append("")
-        if s["notes"]:
-            out += [f"- {n}" for n in s["notes"]] + [""]
-    out += ["## Notes", ""]
-    out += [f"- {n}" if not n.startswith("  ") else f"  - {n.strip()}" for n in notes]
-    return "\n".join(out) + "\n"
-
-
-def render_text(sections: list[dict], notes: list[str]) -> str:
-    out = ["MODEL COMPARISON  (best value per row marked with *; the first model is the base)", ""]
-    for s in sections:
-        rows = [(s.get("first_column", "metric"), s["header"])] + [(label, [c + ("*" if b else "") for c, b in zip(cells, best)])
-                                            for label, cells, best in s["rows"]]
-        widths = [max(len(r[0]) for r in rows)] + [max(len(r[1][j]) for r in rows) for j in range(len(s["header"]))]
-        title = f"{s['title']} ({s['n_text']})"
-        out += [title, "=" * len(title)]
-        for k, (label, cells) in enumerate(rows):
-            out.append("  ".join([label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:])]).rstrip())
-            if k == 0:
-                out.append("  ".join("-" * w for w in widths))
-        out += [f"  note: {n}" for n in s["notes"]] + [""]
-    out += ["NOTES", "====="]
-    for n in notes:
-        indent = "    " if n.startswith("  ") else "  "
-        out += textwrap.wrap(n.strip(), 110, initial_indent=indent + ("" if indent == "    " else "- "),
-                             subsequent_indent=indent + "  ")
-    return "\n".join(out) + "\n"
+    return sections, build_notes(results, comparisons, shown)
 
 
 def compact_overall(results: Mapping[str, dict], category: str = "overall") -> str:
     """A few headline numbers per model, one line each (for stdout)."""
-    cols = ("closed_accuracy", "exact_match", "word_f1", "rouge_l", "bertscore_f1")
+    cols = tuple(m for m in HEADLINE if m in TEXT)
+    results = upgrade_results(results)
     models = list(results)
     lines = []
-    head = ["model", "n"] + [METRIC_INFO[c][0] for c in cols] + ["mean IoU"]
+    head = ["model", "n"] + [label(c) for c in cols] + ["mean IoU"]
     table = [head]
     for m in models:
         r = results[m]
@@ -349,6 +211,8 @@ def compact_overall(results: Mapping[str, dict], category: str = "overall") -> s
 def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, comparisons: dict | None = None) -> dict[str, Path]:
     """Write model_comparison_tables.md/.txt and evaluation_metrics.json atomically; return their paths."""
     out_dir = Path(out_dir)
+    results = upgrade_results(results)
+    comparisons = upgrade_comparisons(comparisons) if comparisons is not None else None
     comparisons = comparisons if comparisons is not None else (compare_models(results) if len(results) > 1 else {})
     sections, notes = build_sections(results, comparisons)
     paths = {"md": out_dir / "model_comparison_tables.md", "txt": out_dir / "model_comparison_tables.txt",
@@ -356,8 +220,9 @@ def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, compar
     atomic_write_text(paths["md"], render_markdown(sections, notes))
     atomic_write_text(paths["txt"], render_text(sections, notes))
     write_json(paths["json"], {"models": list(results), "base": list(results)[0], "comparisons": comparisons,
-                               "metric_info": {k: {"label": v[0], "higher_is_better": v[1], "definition": v[2]}
-                                               for k, v in METRIC_INFO.items()},
+                               "metric_info": {m.name: {"label": m.label, "higher_is_better": m.higher_is_better,
+                                                        "applies_to": m.applies_to, "definition": m.definition}
+                                               for m in METRICS.values()},
                                "coverage": {m: r.get("coverage") for m, r in results.items()},
                                "pixel_budget": {m: r.get("pixel_budget") for m, r in results.items()},
                                "pixel_budget_warning": pixel_budget_warning(results),

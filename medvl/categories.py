@@ -83,3 +83,26 @@ def categorize(record: dict) -> dict:
     if meta.get(key) is not None:
         out[key] = meta[key]
     return out
+
+
+# Region tasks (a box in the question, a label or caption as answer; data_process/grounding_sft.py, med_grit.py) are
+# grounding work: their own categories, never in overall, never per dataset.
+REGION_TASKS = ("region_classification", "region_caption")
+
+
+def category_names(task: str, answer_type: str, closed_type: str | None = None, native: dict | None = None,
+                   dataset: str | None = None) -> list[str]:
+    """The evaluation categories one text answer falls in; metric tables and perplexity both group by these.
+
+    A VQA question (task "vqa"): "overall", its answer_type ("closed"/"open"), "closed/<closed_type>" and
+    "native/<field>/<value>" per native category. Any other task (caption, region tasks): the task's name only,
+    never "overall". "dataset/<name>" when `dataset` is given (callers pass it when more than one dataset is
+    scored), except for region tasks, which belong to grounding."""
+    if task == "vqa":
+        names = ["overall", answer_type] + ([f"closed/{closed_type}"] if closed_type else [])
+        names += [f"native/{f}/{v}" for f, v in sorted((native or {}).items())]
+    else:
+        names = [task]
+    if dataset is not None and task not in REGION_TASKS:
+        names.append(f"dataset/{dataset}")
+    return names

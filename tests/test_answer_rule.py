@@ -11,7 +11,7 @@ from data_process.conversion.text import yes_no as converter_yes_no
 from data_process.data_trans import categorize
 from medvl.answers import infer_answer_type, is_choice_answer
 from medvl.schema import make_record
-from eval import evaluate
+from eval.categorize import sample_info
 from medvl.metrics import closed
 from medvl.metrics.normalize import yes_no
 from train.validation import generation_scores
@@ -92,4 +92,4 @@ def test_choice_between_structures_is_general(question, answer, meta, expected):
     # evaluation falls back to the same rule for an id missing from type_mapping.json (no native labels there)
     if not ({"content_type", "question_type"} & set(meta)):
         row = {"id": "r", "task": "vqa", "question": question, "reference": answer, "answer_type": "closed"}
-        assert evaluate._sample_info(row, {}, Counter())["closed_type"] == expected
+        assert sample_info(row, {}, Counter())["closed_type"] == expected

@@ -193,9 +193,9 @@ def test_compare_models_paired(evaluated):
     assert t["metric"] == "closed_accuracy" and "McNemar" in t["test"]
     assert t["mean_diff"] == pytest.approx(4 / 9) and (t["only_a_correct"], t["only_b_correct"]) == (1, 5)
     assert comp["by_model"]["stage2"]["grounding"]["metric"] == "mean_iou"
-    assert comp["by_model"]["stage2"]["open"]["metric"] == "word_f1"
+    assert comp["by_model"]["stage2"]["open"]["metric"] == "token_f1"
     assert comp["by_model"]["stage2"]["closed/general"]["skipped"]  # one sample: no test
-    assert headline_metric(evaluated["results"]["base"]["categories"]["overall"]) == "word_f1"
+    assert headline_metric(evaluated["results"]["base"]["categories"]["overall"]) == "token_f1"
 
 
 def test_tables_md_txt_json(evaluated, tmp_path):

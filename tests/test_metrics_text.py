@@ -57,15 +57,15 @@ def test_word_overlap_and_contain():
 def test_token_f1_hand_computed():
     # pred tokens [small, nodule, in, right, lung] (5), ref [nodule, in, left, lung] (4), common 3
     p, r, f = (fn(["A small nodule in the right lung"], ["nodule in the left lung"])[0]
-               for fn in (text.word_precision, text.word_recall, text.word_f1))
+               for fn in (text.word_precision, text.word_recall, text.token_f1))
     assert p == pytest.approx(3 / 5) and r == pytest.approx(3 / 4)
     assert f == pytest.approx(2 * (3 / 5) * (3 / 4) / (3 / 5 + 3 / 4))
     # multiplicity counts (bag, not set): pred "lung lung" vs ref "lung": P = 1/2, R = 1
     assert text.word_precision(["lung lung"], ["lung"]) == [0.5]
-    assert text.word_f1(["lung lung"], ["lung"]) == [pytest.approx(2 / 3)]
+    assert text.token_f1(["lung lung"], ["lung"]) == [pytest.approx(2 / 3)]
     # SQuAD convention: reference normalising to nothing
-    assert text.word_f1(["the"], ["a"]) == [1.0] and text.word_f1(["liver"], ["the"]) == [0.0]
-    assert text.word_f1([""], ["liver"]) == [0.0]
+    assert text.token_f1(["the"], ["a"]) == [1.0] and text.token_f1(["liver"], ["the"]) == [0.0]
+    assert text.token_f1([""], ["liver"]) == [0.0]
 
 
 def test_char_prf_hand_computed():

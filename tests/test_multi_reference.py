@@ -13,7 +13,9 @@ from medvl.schema import make_record
 from data_process.vqa_med2019 import parse_answer
 from eval.evaluate import evaluate_predictions
 from eval.generate import prediction_row
-from medvl.metrics import compute_all, nlg
+from medvl.metrics import nlg
+from medvl.metrics.references import best_of
+from medvl.metrics.registry import METRICS
 
 # VQA-Med 2019 style reference answers: `#` alternatives, `( )` optional words
 RAW = [("what modality is shown?", "ct#computed tomography", "modality"),
@@ -47,7 +49,7 @@ def test_last_accepted_form_scores_full_marks(last_form_run):
     assert any(r["prediction"] != r["reference"] for r in rows)  # the fixture does answer with other forms
     res = evaluate_predictions(root / "m" / "predictions.jsonl", root / "type_mapping.json", n_boot=20)
     mets = res["categories"]["overall"]["metrics"]
-    for m in ("exact_match", "word_f1", "word_recall", "rouge_l", "char_f1"):
+    for m in ("exact_match", "token_f1", "word_recall", "rouge_l", "char_f1"):
         assert mets[m]["score"] == pytest.approx(1.0), m
     refs = [[r["reference"], *r["answers"]] for r in rows]
     direct = _direct([r["prediction"] for r in rows], [list(dict.fromkeys(x)) for x in refs])
@@ -95,11 +97,12 @@ def test_multi_reference_coco_equals_pycocoevalcap_with_lists():
 
 
 def test_per_sample_metrics_take_the_best_reference():
-    out = compute_all(["gi", "pe", "liver"], [["gastrointestinal", "GI tract", "gi"], ["pulmonary embolism", "PE"],
-                                             "the liver"], include=["exact_match", "word_f1", "closed_accuracy"])
-    assert out["exact_match"]["per_sample"] == [1.0, 1.0, 1.0]
-    part = compute_all(["gi"], [["gastrointestinal", "gi tract"]], include=["word_f1", "word_precision"])
-    assert part["word_f1"]["per_sample"] == [pytest.approx(2 / 3)] and part["word_precision"]["per_sample"] == [1.0]
+    refs = [["gastrointestinal", "GI tract", "gi"], ["pulmonary embolism", "PE"], "the liver"]
+    for m in ("exact_match", "token_f1", "closed_accuracy"):
+        assert best_of(METRICS[m].fn, ["gi", "pe", "liver"], refs) == [1.0, 1.0, 1.0], m
+    part = ["gi"], [["gastrointestinal", "gi tract"]]
+    assert best_of(METRICS["token_f1"].fn, *part) == [pytest.approx(2 / 3)]
+    assert best_of(METRICS["word_precision"].fn, *part) == [1.0]
 
 
 def test_training_validation_scores_every_accepted_answer():

@@ -8,6 +8,7 @@ the whole module takes seconds; the JVM path of result_statistic.py is covered b
 from __future__ import annotations
 
 import json
+import html
 import re
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import result_statistic
 from medvl.jsonio import DataError
 from eval.curves import find_runs, read_scalars
-from eval.report import per_sample_scores, verdict
+from eval.gallery import per_sample_scores, verdict
 from tests.conftest import write_image
 from tests.test_evaluate import IMAGE, REF_BOXES, VQA, write_fixture
 
@@ -79,6 +80,11 @@ def report(tmp_path_factory):
             "test_json": test_json, "pred_dir": pred_dir, "mapping": mapping, "runs": runs}
 
 
+def _oks(card: str) -> dict:
+    """{model: 1 | 0 | None} of a card's data-ok attribute (JSON, HTML-escaped)."""
+    return json.loads(html.unescape(re.search(r'data-ok="([^"]*)"', card).group(1)))
+
+
 def _cards(page: str) -> dict[str, str]:
     """{sample id: card html}."""
     cards = re.findall(r'<div class="card".*?<div class="id">(.*?) · .*?</div></div>', page, flags=re.S)
@@ -102,8 +108,8 @@ def test_gallery_cards_verdicts_and_boxes(report):
         scores = per_sample_scores(res)
         for rid in cards:
             ok, _ = verdict(scores.get(rid))
-            assert f"{model}={int(ok)}" in re.search(r'data-ok="([^"]*)"', cards[rid]).group(1), (model, rid)
-    assert 'data-ok="base=0 stage2=1"' in cards["m1"]  # base said MRI to a CT, stage2 CT
+            assert _oks(cards[rid])[model] == int(ok), (model, rid)
+    assert _oks(cards["m1"]) == {"base": 0, "stage2": 1}  # base said MRI to a CT, stage2 CT
     # boxes: both families' texts land on the same original pixels as the reference
     def rects(card, cls):
         return [tuple(float(v) for v in m) for m in re.findall(
@@ -235,7 +241,8 @@ def test_browser_check_catches_errors(tmp_path, capsys):
 def test_zero_image_size_draws_no_box_and_says_so(tmp_path):
     """image_size [0, 0] (in a prediction row, its input size, or a reference box) scales nothing: the card is
     made without boxes and the count is in info, instead of a ZeroDivisionError that stops the whole report."""
-    from eval.report import _card, gallery_samples
+    from eval.gallery import gallery_samples
+    from eval.report_html import _card
 
     pred = tmp_path / "m" / "predictions.jsonl"
     pred.parent.mkdir()
@@ -259,7 +266,8 @@ def test_pixel_budget_beside_each_model_and_a_difference_flagged(report):
     gallery legend, and leads with a warning when the models' budgets differ; no warning when they agree."""
     import copy
 
-    from eval.report import gallery_samples, render_html
+    from eval.gallery import gallery_samples
+    from eval.report_html import render_html
     from medvl.jsonio import read_records
 
     records = read_records(report["test_json"])
@@ -276,3 +284,56 @@ def test_pixel_budget_beside_each_model_and_a_difference_flagged(report):
     legend = re.search(r'<span class="legend">(.*?)</div>', pages["different"], flags=re.S).group(1)
     assert "stage2 <small>(3136-200704 px)</small>" in legend
     assert 'id="budget-warning"' not in pages["same"] and "stage2 (3136-1003520 px)" in pages["same"]
+
+
+def test_filters_work_with_spaces_and_symbols_in_model_names(report, tmp_path):
+    """Model names are free text ("stage 2 = tuned"): the correctness filter still finds each model's verdicts."""
+    from eval.gallery import gallery_samples
+    from eval.report_check import render
+    from eval.report_html import render_html
+    from medvl.jsonio import read_records
+
+    names = {"base": "base model", "stage2": "stage 2 = tuned:v1"}
+    results = {names[m]: r for m, r in report["results"].items()}
+    samples, images, info = gallery_samples(results, read_records(report["test_json"]), progress=False)
+    page = tmp_path / "spaces.html"
+    page.write_text(render_html(results, {}, samples, images, info, [], []))
+    right = {names[m]: {i for i, s in per_sample_scores(r).items() if verdict(s)[0]}
+             for m, r in report["results"].items()}
+    ids = {*VQA, *REF_BOXES}
+    checks = {'medvlFilter("", "", "right:stage 2 = tuned:v1")': len(right["stage 2 = tuned:v1"]),
+              'medvlFilter("", "", "wrong:base model")': len(ids - right["base model"]),
+              'medvlFilter("", "", "disagree")': len(right["base model"] ^ right["stage 2 = tuned:v1"]),
+              'medvlFilter("closed/yes_no", "", "")': report["results"]["base"]["categories"]["closed/yes_no"]["n"]}
+    assert len(set(checks.values())) > 1  # the counts differ, so a filter that ignores its input fails
+    got = render(page, max_height=800, evaluate=list(checks))
+    assert got.console_errors == []
+    assert got.values == list(checks.values())
+
+
+def test_results_written_with_word_f1_render_as_token_f1(report, tmp_path, capsys):
+    """An evaluation_metrics.json from before the rename (metric key word_f1) gives the same tables and verdicts."""
+    import copy
+
+    from eval.report import main
+    from eval.tables import build_sections
+
+    data = json.loads((report["out"] / "evaluation_metrics.json").read_text())
+    old = copy.deepcopy(data)
+    for res in old["results"].values():
+        for cat in res["categories"].values():
+            cat["metrics"] = {("word_f1" if k == "token_f1" else k): v for k, v in cat["metrics"].items()}
+    for cats in (old.get("comparisons") or {}).get("by_model", {}).values():
+        for t in cats.values():
+            if t.get("metric") == "token_f1":
+                t["metric"] = "word_f1"
+    assert any("word_f1" in c["metrics"] for r in old["results"].values() for c in r["categories"].values())
+    assert build_sections(old["results"], old["comparisons"]) == build_sections(data["results"], data["comparisons"])
+    assert [per_sample_scores(r) for r in old["results"].values()] == \
+        [per_sample_scores(r) for r in data["results"].values()]
+    path = tmp_path / "old" / "evaluation_metrics.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(old))
+    assert main(["--metrics", str(path), "--test_data", str(report["test_json"]), "--runs", str(report["runs"]),
+                 "--out", str(tmp_path / "old.html")]) == 0
+    assert "token F1" in (tmp_path / "old.html").read_text()

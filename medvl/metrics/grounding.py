@@ -1,7 +1,7 @@
 """Grounding scores over pixel boxes [x1, y1, x2, y2] (absolute pixels of the same image, y pointing down).
 
 Why both IoU means: averaging IoU only over samples that produced a box rewards a model for staying silent
-when unsure (selection bias, DESIGN.md pitfall). `grounding_scores` therefore reports the box rate, the mean
+when unsure (selection bias: silence costs nothing). `grounding_scores` therefore reports the box rate, the mean
 IoU counting a missing box as 0 (`mean_iou`), and, clearly named, the mean over boxed samples only
 (`mean_iou_boxed_only`). Convert every model's box format to absolute pixels of the original image *before*
 calling these (Qwen2-VL 0-1000 relative and Qwen2.5-VL resized-absolute coordinates are not comparable).
@@ -16,6 +16,8 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+
+from medvl.metrics.normalize import tokens
 
 Box = Sequence[float]
 
@@ -155,8 +157,6 @@ def position_words_in_text(text: str) -> dict:
     is unstated (ambiguous). A centre word (centre, center, central, middle, midline) sets every axis that
     no other word names, so "middle" is centre/centre and "upper middle" is upper/centre.
     """
-    from medvl.metrics.normalize import tokens
-
     words = tokens(text)
     h = {_HORIZONTAL[w] for w in words if w in _HORIZONTAL}
     v = {_VERTICAL[w] for w in words if w in _VERTICAL}

@@ -1,5 +1,5 @@
 """Generation metrics through their reference implementations: ROUGE (rouge-score), BLEU / METEOR / CIDEr
-(pycocoevalcap), and optional nltk sentence BLEU / METEOR for comparison.
+(pycocoevalcap).
 
 Why wrappers and not re-implementations: published numbers come from these libraries; we only feed them
 well-formed input, keep their per-sample scores, and turn every backend failure into `MetricUnavailable`
@@ -15,12 +15,10 @@ Tokenisation, stated per metric because scores depend on it:
   * BLEU-1..4, METEOR, CIDEr: Stanford PTBTokenizer as pycocoevalcap runs it (Java; lowercases, then
     removes the punctuation tokens listed in pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS), on
     predictions and references together in one JVM call. The METEOR jar then applies its own `-norm`.
-  * nltk variants: `normalize.tokens(text, keep_articles=True)` (lowercase, punctuation to spaces,
-    whitespace split) because nltk's word_tokenize needs data that cannot be downloaded offline.
 
-BLEU caveat (DESIGN.md pitfall): BLEU-4 of a correct one-word answer is meaningless (pycocoevalcap gives
-~3e-5 per sample, nltk with smoothing method1 gives 0.1778). Report BLEU for open-ended answers only;
-`compute_all` does not know answer types, so the caller must select open-ended samples.
+BLEU caveat: BLEU-4 of a correct one-word answer is meaningless (pycocoevalcap gives ~3e-5 per sample; nltk's
+sentence BLEU with smoothing method1 gives 0.1778). Report BLEU for open-ended answers only: these functions do not
+know answer types, so the caller selects open-ended samples (the registry's applies_to "open", eval/text_scoring.py).
 
 Empty predictions (decided after testing pycocoevalcap 1.2): they are passed through as empty strings.
 Bleu, Cider and the METEOR jar all score an empty hypothesis 0 without error, and an empty hypothesis
@@ -39,15 +37,12 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
-import subprocess
 import unicodedata
-import warnings
 from typing import Iterable, Sequence
 
 from medvl.metrics._checks import check_pairs
 from medvl.metrics.errors import MetricUnavailable
-from medvl.metrics.normalize import tokens
+from medvl.metrics.meteor import MeteorSession, require_java
 from medvl.metrics.references import Refs, flatten, ref_lists
 
 COCO_METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "cider")
@@ -101,26 +96,9 @@ def rouge_1(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
 
 # --------------------------------------------------------------------------- pycocoevalcap
 
-def _require_java(metric: str) -> str:
-    """pycocoevalcap starts `java` from PATH; check first so the failure names the cause."""
-    java = shutil.which("java")
-    if java is None:
-        raise MetricUnavailable(metric, "no `java` executable on PATH; pycocoevalcap runs its PTBTokenizer and "
-                                        "METEOR as Java jars (install a JRE, e.g. apt-get install default-jre-headless)")
-    return java
-
-
 def _sanitize(text: str) -> str:
     """One line per answer for PTBTokenizer's -preserveLines protocol (see module docstring)."""
     return " ".join(text.splitlines())
-
-
-def check_meteor_fields(gts: dict, res: dict) -> None:
-    """Refuse text holding "|||", the METEOR jar's field separator (it would split into extra references)."""
-    for k in gts:
-        if any("|||" in t for t in list(gts[k]) + list(res[k])):
-            raise MetricUnavailable("meteor", f"sample {k}: text contains '|||', the METEOR jar's field separator; "
-                                              "tokenize with ptb_tokenize (it splits it) before scoring")
 
 
 def ptb_tokenize(texts: Sequence[str]) -> list[str]:
@@ -130,7 +108,7 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
     failing JVM would yield silently truncated or empty results; the sentinel line appended here must come
     back as the last output or `MetricUnavailable` is raised.
     """
-    _require_java("ptb_tokenizer")
+    require_java("ptb_tokenizer")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     lines = [_sanitize(t) for t in texts] + [_SENTINEL]
@@ -146,42 +124,9 @@ def ptb_tokenize(texts: Sequence[str]) -> list[str]:
 
 
 def _run_meteor(gts: dict, res: dict) -> tuple[float, list[float]]:
-    """Run pycocoevalcap's Meteor once and always stop its JVM.
-
-    Meteor.compute_score holds a lock and does not release it on error; Meteor.__del__ then blocks on that
-    lock forever at garbage collection. We release it and stop the process ourselves.
-    """
-    _require_java("meteor")
-    check_meteor_fields(gts, res)
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    try:
-        m = Meteor()
-    except OSError as e:
-        raise MetricUnavailable("meteor", f"could not start the METEOR jar: {e!r}") from e
-    try:
-        score, scores = m.compute_score(gts, res)
-        return float(score), [float(s) for s in scores]
-    except (OSError, ValueError) as e:  # broken pipe / empty line from a dead JVM
-        proc = m.meteor_p
-        err = ""
-        try:
-            proc.wait(timeout=5)  # EOF on stdout can arrive just before the JVM has exited
-        except subprocess.TimeoutExpired:
-            pass
-        if proc.poll() is not None and proc.stderr is not None:
-            err = proc.stderr.read().decode(errors="replace")[-2000:]
-        raise MetricUnavailable("meteor", f"METEOR jar failed ({e!r}); exit status {proc.poll()}; "
-                                          f"stderr: {err.strip() or '<none>'}") from e
-    finally:
-        if m.lock.locked():
-            m.lock.release()
-        try:
-            m.meteor_p.stdin.close()
-        except OSError:  # unflushed input to a JVM that already died
-            pass
-        m.meteor_p.kill()
-        m.meteor_p.wait()
+    """Run the METEOR jar once in its own process, always stopped afterwards (medvl.metrics.meteor)."""
+    with MeteorSession() as session:
+        return session.meteor(gts, res)
 
 
 def coco_tokenize_pairs(preds: Sequence[str], refs: Refs) -> tuple[dict, dict]:
@@ -254,56 +199,3 @@ def coco_scores(preds: Sequence[str], refs: Refs, metrics: Iterable[str] = COCO_
         raise MetricUnavailable("cider", "CIDEr needs at least 2 samples (document frequencies come from the corpus)")
     gts, res = coco_tokenize_pairs(preds, refs)
     return coco_from_tokens(gts, res, metrics)
-
-
-# --------------------------------------------------------------------------- nltk (optional, for comparison)
-
-def nltk_sentence_bleu(preds: Sequence[str], refs: Sequence[str], *, smoothing: str = "method1",
-                       max_n: int = 4) -> list[float]:
-    """Per-sample nltk sentence BLEU-`max_n` with the named nltk SmoothingFunction method (e.g. "method1").
-
-    For comparison with papers that report nltk BLEU: with method1 a correct one-word answer scores 0.1778,
-    which is why BLEU belongs to open-ended answers only.
-    """
-    check_pairs(preds, refs)
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-
-    smooth = getattr(SmoothingFunction(), smoothing, None)
-    if smoothing == "none":
-        smooth = None
-    elif smooth is None or not smoothing.startswith("method"):
-        raise ValueError(f"unknown nltk smoothing {smoothing!r}; use 'none' or 'method0'..'method7'")
-    weights = tuple([1.0 / max_n] * max_n)
-    out = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nltk warns on zero n-gram counts; the score itself is what we report
-        for p, r in zip(preds, refs):
-            out.append(float(sentence_bleu([tokens(r, keep_articles=True)], tokens(p, keep_articles=True),
-                                           weights=weights, smoothing_function=smooth)))
-    return out
-
-
-def _require_wordnet():
-    try:
-        from nltk.corpus import wordnet
-
-        if not wordnet.synsets("dog"):
-            raise LookupError("wordnet.synsets('dog') is empty")
-        return wordnet
-    except (LookupError, OSError) as e:
-        raise MetricUnavailable("meteor_nltk", "nltk WordNet data not found (nltk cannot download offline); run "
-                                               "`python -m medvl.metrics.wordnet_setup` after installing the Debian "
-                                               f"packages wordnet-base and wordnet-sense-index. Cause: {e}") from e
-
-
-def nltk_meteor(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
-    """Per-sample nltk METEOR (exact, Porter-stem and WordNet-synonym matches). Needs WordNet (wordnet_setup.py).
-
-    nltk has no corpus-level METEOR; the mean of these is not the jar's corpus METEOR.
-    """
-    check_pairs(preds, refs)
-    wn = _require_wordnet()
-    from nltk.translate.meteor_score import meteor_score
-
-    return [float(meteor_score([tokens(r, keep_articles=True)], tokens(p, keep_articles=True), wordnet=wn))
-            for p, r in zip(preds, refs)]

@@ -119,7 +119,7 @@ def word_recall(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
     return [t[1] for t in _prf_lists(preds, refs, _word_items)]
 
 
-def word_f1(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
+def token_f1(preds: Sequence[str], refs: Sequence[str]) -> list[float]:
     """SQuAD-style token F1 over normalised words (bag of words, multiplicity counted)."""
     return [t[2] for t in _prf_lists(preds, refs, _word_items)]
 

@@ -70,7 +70,8 @@ def test_validation_refuses_escapes(tree, tiny_models):
 
 
 def test_report_shows_reason_instead_of_the_file(tree, tmp_path):
-    from eval.report import _card, gallery_samples
+    from eval.gallery import gallery_samples
+    from eval.report_html import _card
 
     pred = tmp_path / "pred" / "m" / "predictions.jsonl"
     pred.parent.mkdir(parents=True)
