@@ -2,9 +2,9 @@
 
 The Qwen2-VL-7B architecture with random weights (bench/configs/qwen2_vl_7b.json), written to local disk once and
 loaded through the product loader (medvl/loading.py: --quantization 4bit = NF4 + double quantization, bf16 compute,
-vision tower and LM head kept bf16), LoRA r16 on the LLM's attention + FFN by train/adapters.apply_stage (the Stage-2
-preset), trained by VLTrainer with its per-group optimizer (fused AdamW, or bitsandbytes' 8-bit AdamW), gradient
-checkpointing, padded batches of 8 (images 448-560 px, bench/train_throughput.make_records). The same seed gives every
+vision tower and LM head kept bf16), LoRA r16 on the LLM's attention + FFN (the Stage-2 preset) and VLTrainer with
+its per-group optimizer (fused AdamW, or bitsandbytes' 8-bit AdamW) wired by train/builder.py as for train.finetune,
+gradient checkpointing, padded batches of 8 (images 448-560 px, bench/train_throughput.make_records). The same seed gives every
 variant the same batches and the same LoRA initialisation. The two QLoRA variants share one loaded 4-bit base (the
 adapter is unloaded in between).
 
@@ -27,6 +27,17 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
+from transformers import TrainingArguments, set_seed
+
+from bench.random_checkpoint import build
+from bench.train_throughput import _timed, make_records
+from medvl.loading import load_model_and_processor, load_processor
+from train.adapters import trainable_summary
+from train.builder import make_trainer, prepare_model
+from train.config import StageArguments
+from train.tiny_model import build_tiny_model
+from train.trainer import VLTrainer
 
 # name -> (quantization, optimizer on GPU)
 VARIANTS = {
@@ -41,7 +52,6 @@ def bitsandbytes_runs_here(ckpt: str, probe: bool) -> str | None:
     try:
         import bitsandbytes  # noqa: F401
         if probe:
-            from medvl.loading import load_model_and_processor
             model, _, _ = load_model_and_processor(ckpt, dtype="float32", quantization="4bit")
             del model
         return None
@@ -50,20 +60,8 @@ def bitsandbytes_runs_here(ckpt: str, probe: bool) -> str | None:
 
 
 def train_variant(name: str, model, processor, family, records, a, device) -> dict:
-    from transformers import TrainingArguments, set_seed
-
-    from bench.train_throughput import _timed
-    from train.adapters import apply_stage, trainable_summary
-    from medvl.collate import VLCollator
-    from train.config import StageArguments
-    from train.data import VLDataset
-    from train.trainer import VLTrainer
-
     quant, optim = VARIANTS[name]
     stage = StageArguments(stage=2).apply_preset()
-    set_seed(0)  # the same LoRA initialisation for every variant
-    model = apply_stage(model, family, stage)
-    model.config.use_cache = False
     targs = TrainingArguments(
         output_dir=str(a.tmp / f"out_{name}"), per_device_train_batch_size=a.batch, max_steps=a.steps,
         learning_rate=1e-4, lr_scheduler_type="constant", bf16=device.type == "cuda", use_cpu=device.type != "cuda",
@@ -71,10 +69,10 @@ def train_variant(name: str, model, processor, family, records, a, device) -> di
         optim=optim, report_to=[], save_strategy="no",
         logging_steps=1, dataloader_num_workers=a.workers, remove_unused_columns=False, label_names=["labels"],
         disable_tqdm=True, seed=0)
-    trainer = _timed(VLTrainer)(
-        model=model, args=targs, train_dataset=VLDataset(records, processor),
-        data_collator=VLCollator(processor.pad_token_id, processor.image_token_id), family=family,
-        group_lrs={"merger": stage.merger_lr, "llm": stage.llm_lr, "vision": stage.vision_lr})
+    set_seed(0)  # the same LoRA initialisation for every variant
+    model, _ = prepare_model(model, family, stage, targs)  # train/builder.py, as train.finetune builds it
+    trainer = make_trainer(model, processor, family, targs, stage, train_records=records,
+                           trainer_cls=_timed(VLTrainer)).trainer
     trainer.step_log = []
     gc.collect()
     if device.type == "cuda":
@@ -113,21 +111,14 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="JSON results (default: bench/results/train_modes_7b.json; none for --tiny)")
     a = p.parse_args(argv)
 
-    import transformers
-
-    from bench.train_throughput import make_records
-    from medvl.loading import load_model_and_processor, load_processor
-
     tmpdir = tempfile.TemporaryDirectory()
     a.tmp = Path(tmpdir.name)
     device = torch.device("cuda" if torch.cuda.is_available() and not a.tiny else "cpu")
     t0 = time.time()
     if a.tiny:
-        from train.tiny_model import build_tiny_model
         ckpt, dtype, size = str(build_tiny_model("qwen2_vl", a.tmp / "tiny")), "float32", (40, 64)
         a.steps, a.warmup, a.batch, a.workers = 3, 1, 2, 0
     else:
-        from bench.random_checkpoint import build
         ckpt, dtype, size = a.ckpt_dir, "bfloat16", (448, 561)
         if not (Path(ckpt) / "chat_template.jinja").exists():  # written last: a complete checkpoint
             build(a.config, ckpt, "bfloat16", device="cuda" if device.type == "cuda" else "cpu")

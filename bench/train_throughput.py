@@ -30,6 +30,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from peft import LoraConfig, get_peft_model
+from PIL import Image
+from transformers import Trainer, TrainingArguments
+
+from bench.random_checkpoint import build_in_memory
+from medvl.collate import VLCollator
+from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
+from medvl.families import get_family, resolve_modules
+from medvl.loading import load_model_and_processor
+from medvl.varlen_attention import register
+from train.builder import make_collator, make_trainer, prepare_model
+from train.config import SpeedArguments, StageArguments
+from train.data import VLDataset
+from train.tiny_model import build_tiny_model
+from train.trainer import VLTrainer
 
 WORDS = ("is there a lesion in the left upper lobe of the lung what imaging modality was used to acquire this image "
          "does the liver look normal which organ is abnormal where is the mass located is this a ct scan of the chest "
@@ -62,8 +78,6 @@ def _words_to_tokens(tok, rng, n_tokens: int) -> str:
 
 
 def make_records(tok, n: int, tmp: Path, seed: int = 0, size=(448, 561)) -> list[dict]:
-    from PIL import Image
-
     rng = np.random.RandomState(seed)
     recs = []
     for i in range(n):
@@ -146,27 +160,20 @@ def top_ops(prof, n: int = 12) -> list[dict]:
     return [{"total_ms": round(total, 1)}] + rows[:n]
 
 
-def llm_and_vit_params(model) -> tuple[int, int]:
+def llm_and_vit_params(model, family) -> tuple[int, int]:
+    """(LLM matmul parameters with the LM head, vision-tower parameters): everything outside the family's vision
+    tower but the input embedding (a lookup, no matmul); a tied head counts once as a matmul."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    vit = sum(p.numel() for p in base.model.visual.parameters())
+    vit_ids = {id(p) for p in family.vision_tower(base).parameters()}
+    params = {id(p): p for p in base.parameters()}  # unique: a tied head is the embedding tensor
+    vit = sum(params[i].numel() for i in vit_ids)
     emb = base.get_input_embeddings().weight
     head = base.get_output_embeddings().weight
-    llm = sum(p.numel() for p in base.model.language_model.parameters()) - emb.numel()
-    return llm + head.numel(), vit
+    llm = sum(p.numel() for i, p in params.items() if i not in vit_ids) - emb.numel()
+    return llm + (head.numel() if head is emb else 0), vit
 
 
 def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainingArguments
-
-    from train.adapters import apply_stage
-    from medvl.collate import VLCollator
-    from train.config import SpeedArguments, StageArguments
-    from train.data import VLDataset
-    from medvl.families import resolve_modules
-    from medvl.packing import PackedCollator
-    from train.trainer import VLTrainer
-
     name, batch = parse_variant(spec, args)
     speed_opts, targ_opts = VARIANTS[name] or ({}, {"gradient_checkpointing": True})
     if stage == 1:  # the merger trains in Stage 1: its input (ViT output) could be cached, its output cannot
@@ -190,7 +197,6 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         num_train_epochs=2 if speed.vision_cache else 1, report_to=[], save_strategy="no", logging_steps=10 ** 6,
         dataloader_num_workers=args.workers, remove_unused_columns=False, label_names=["labels"],
         disable_tqdm=True, seed=0, lr_scheduler_type="constant")
-    ds = VLDataset(recs, processor)
     if name == "a":
         # The common recipe: plain PEFT on the linear layers of the stage's component, HF's Trainer and loss.
         regex = family.merger_regex if stage == 1 else family.llm_regex(["attn", "ffn"])
@@ -198,18 +204,12 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
         if gc:
             model.config.use_cache = False
-        trainer = _timed(Trainer)(model=model, args=targs, train_dataset=ds,
+        trainer = _timed(Trainer)(model=model, args=targs, train_dataset=VLDataset(recs, processor),
                                   data_collator=VLCollator(processor.pad_token_id, processor.image_token_id))
-    else:
-        from train.finetune import build_vision_cache
-        model = apply_stage(model, family, stage_args)
-        if gc:
-            model.config.use_cache = False
-        collator = (PackedCollator(processor.pad_token_id, processor.image_token_id, speed.vision_cache)
-                    if speed.packing else VLCollator(processor.pad_token_id, processor.image_token_id))
-        trainer = _timed(VLTrainer)(model=model, args=targs, train_dataset=ds, data_collator=collator,
-                                    family=family, group_lrs={"merger": stage_args.merger_lr, "llm": stage_args.llm_lr},
-                                    chunked_loss=speed.chunked_loss, vision_cache=build_vision_cache(speed, family, model))
+    else:  # the product's path: train/builder.py, as train.finetune builds it
+        model, cache = prepare_model(model, family, stage_args, targs, speed)
+        trainer = make_trainer(model, processor, family, targs, stage_args, fargs=speed, train_records=recs,
+                               vision_cache=cache, trainer_cls=_timed(VLTrainer)).trainer
     trainer.step_log = []
     trainer.profile_at = args.warmup - 1 if args.profile and not speed.vision_cache else (
         (len(recs) // batch) + 1 if args.profile else None)
@@ -224,7 +224,7 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         raise RuntimeError(f"{name}: no timed steps (steps={steps}, warmup={args.warmup})")
     tok_s = statistics.median(s["tokens"] / s["seconds"] for s in timed)
     smp_s = statistics.median(s["samples"] / s["seconds"] for s in timed)
-    n_llm, n_vit = llm_and_vit_params(model)
+    n_llm, n_vit = llm_and_vit_params(model, family)
     flops = [(4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in timed]
     out = {"variant": spec, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
            "timed_steps": len(timed), "tokens_per_s": tok_s, "samples_per_s": smp_s,
@@ -245,36 +245,26 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
 
 def loss_check(model_builder, records, stage: int, tmp: Path) -> dict:
     """(a)'s loss (padded, HF) and (b)'s (packed, varlen, chunked) on the same 8 samples, same weights, eval mode."""
-    from transformers import TrainingArguments
-
-    from train.adapters import apply_stage
-    from medvl.collate import VLCollator
-    from train.config import StageArguments
-    from medvl.packing import PackedCollator
-    from train.trainer import VLTrainer
-
     model, processor, family = model_builder(attn="medvl_varlen")
-    model = apply_stage(model, family, StageArguments(stage=stage).apply_preset()).eval()
-    enc = [processor.encode(r, train=True) for r in records[:8]]
     dev = next(model.parameters()).device
     args = TrainingArguments(output_dir=str(tmp / "lc"), report_to=[], remove_unused_columns=False,
                              use_cpu=dev.type != "cuda")
+    stage_args = StageArguments(stage=stage).apply_preset()
+    model = prepare_model(model, family, stage_args, args)[0].eval()
+    enc = [processor.encode(r, train=True) for r in records[:8]]
 
-    def loss(batch, chunked):
-        tr = VLTrainer(model=model, args=args, family=family, group_lrs={}, chunked_loss=chunked)
-        batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    def loss(speed: SpeedArguments):
+        tr = make_trainer(model, processor, family, args, stage_args, fargs=speed).trainer
+        batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in make_collator(processor, speed)(enc).items()}
         with torch.no_grad():
             return float(tr.compute_loss(model, batch))
-    la = loss(VLCollator(processor.pad_token_id, processor.image_token_id)(enc), False)
-    lb = loss(PackedCollator(processor.pad_token_id, processor.image_token_id)(enc), True)
-    del model
+    la = loss(SpeedArguments())
+    lb = loss(SpeedArguments(packing=True, chunked_loss=True))
     return {"loss_a": la, "loss_b": lb, "rel_diff": abs(la - lb) / abs(la)}
 
 
 def dataloader_rate(processor, records, n: int = 48) -> dict:
     """CPU side, one worker: decode + resize + tokenise + collate, samples/s."""
-    from medvl.collate import VLCollator
-    from train.data import VLDataset
     ds = VLDataset(records[:n], processor)
     col = VLCollator(processor.pad_token_id, processor.image_token_id)
     t0 = time.perf_counter()
@@ -300,17 +290,11 @@ def main(argv=None):
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON here
     a = p.parse_args(argv)
 
-    from medvl.families import get_family
-    from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
-    from medvl.varlen_attention import register
-
     register()
     device = torch.device("cuda" if torch.cuda.is_available() and not a.tiny else "cpu")
     tmpdir = tempfile.TemporaryDirectory()
     a.tmp = Path(tmpdir.name)
     if a.tiny:
-        from medvl.loading import load_model_and_processor
-        from train.tiny_model import build_tiny_model
         ckpt = build_tiny_model("qwen2_vl", a.tmp / "tiny")
 
         def builder(attn):
@@ -318,8 +302,6 @@ def main(argv=None):
         a.n, a.steps, a.warmup, a.batch_a, a.batch_b, a.workers = 16, 2, 1, 4, 8, 0
         size = (40, 64)
     else:
-        from bench.random_checkpoint import build_in_memory
-
         def builder(attn):
             model, tok, improc = build_in_memory(a.config, "bfloat16", device="cuda", attn_implementation=attn)
             fam = get_family(model.config)
@@ -333,7 +315,6 @@ def main(argv=None):
     _, proc0, _ = builder("sdpa")
     records = make_records(proc0.tokenizer, a.n, a.tmp, size=size)
     (a.tmp / "records.json").write_text(json.dumps(records))
-    import transformers
     result = {"config": a.config if not a.tiny else "tiny", "device": torch.cuda.get_device_name() if device.type == "cuda"
               else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
               "date": time.strftime("%Y-%m-%d"), "stage": a.stage,

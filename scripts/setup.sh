@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command setup: installs what is missing, never replaces an installed torch.
 #   bash scripts/setup.sh            # runtime + test dependencies
-#   SETUP_NO_APT=1 bash scripts/setup.sh   # skip Debian packages (WordNet for nltk METEOR, Chromium for the report test)
+#   SETUP_NO_APT=1 bash scripts/setup.sh   # skip Debian packages (Java for pycocoevalcap's jars if missing, Chromium for the report test)
 #   bash scripts/setup.sh --offline DIR    # air-gapped: every wheel from DIR (scripts/make_wheelhouse.sh), no network
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,22 +41,32 @@ fi
 "$PY" -m pip install -q "${PIP_SOURCE[@]}" -c "$CONSTRAINTS" -r requirements.txt -r requirements-test.txt
 rm -f "$CONSTRAINTS"
 
-# 3. Debian packages: WordNet for nltk's METEOR (no nltk download offline; made nltk-readable below) and Chromium
+# 3. Debian packages: Java if missing (pycocoevalcap runs jars) and Chromium
 #    (headless, for the test that renders the HTML report). As root, or through passwordless sudo.
 SUDO=""
 [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && SUDO="sudo -n"; } || true
 if [ -z "${SETUP_NO_APT:-}" ] && [ -z "$OFFLINE" ] && command -v apt-get >/dev/null 2>&1 \
    && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
   pkgs=()
-  dpkg -s wordnet-base wordnet-sense-index >/dev/null 2>&1 || pkgs+=(wordnet-base wordnet-sense-index)
+  command -v java >/dev/null 2>&1 || pkgs+=(default-jre-headless)
   command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
   if [ ${#pkgs[@]} -gt 0 ]; then
     $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   fi
 fi
-"$PY" -m medvl.metrics.wordnet_setup || echo "NOTE: WordNet not set up: nltk METEOR will refuse to run (pycocoevalcap METEOR still works with Java)." >&2
 
 # 4. Build DeepSpeed's CPU comm op ahead (first multi-process run otherwise JIT-builds it).
 "$PY" -c "from deepspeed.ops.op_builder import ShareMemCommBuilder as B; B().load(verbose=False)" >/dev/null 2>&1 || true
+
+# 5. The oldest supported transformers (the GPU image's 5.17), beside the installed one, for
+#    tests/test_transformers_oldest.py (the speed-path tests run under it too). Git-ignored. It needs a
+#    huggingface-hub < 2 (which uses httpx); the rest of its dependencies are the installed ones.
+OLDEST_DIR=.deps/transformers517
+if [ ! -f "$OLDEST_DIR/transformers/__init__.py" ]; then
+  rm -rf "$OLDEST_DIR"
+  "$PY" -m pip install -q "${PIP_SOURCE[@]}" --no-deps --target "$OLDEST_DIR" "transformers==5.17.*" \
+      "huggingface-hub>=1.5,<2" "httpx<1" "httpcore<2" "h11<1" \
+    || { rm -rf "$OLDEST_DIR"; echo "NOTE: transformers 5.17 not installed in $OLDEST_DIR: tests/test_transformers_oldest.py will skip." >&2; }
+fi
 
 echo "setup done: $("$PY" -c 'import torch,transformers,peft,deepspeed; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__, "deepspeed", deepspeed.__version__)')"

@@ -4,12 +4,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import FAMILIES, qa_record, write_image
-from train.chunked_loss import chunked_nll_sum
+from transformers import TrainingArguments
+
+import medvl.varlen_attention as va
+from data_process.synth import generate
+from medvl.collate import VLCollator, make_keepalive
 from medvl.families import FAMILIES as FAMILIES_REG
-from medvl.collate import VLCollator
+from medvl.loading import load_model_and_processor
 from medvl.packing import PackedCollator, packed_position_ids
 from medvl.varlen_attention import register, varlen
+from tests.conftest import FAMILIES, qa_record, write_image
+from train.builder import make_trainer, prepare_model
+from train.chunked_loss import chunked_nll_sum
+from train.config import SpeedArguments, StageArguments
+from train.finetune import parse_args, run
+from train.vision_cache import VisionFeatureCache
 
 QA = [((64, 80), "Is there a lesion?", "yes"),
       ((120, 90), "What organ is shown in this scan?", "the liver, with a longer answer than the others"),
@@ -28,12 +37,22 @@ def _samples(proc, tmp_path, text_only_last=False):
     return enc
 
 
-def _trainer(model, family, tmp_path, **kw):
-    from transformers import TrainingArguments
-    from train.trainer import VLTrainer
-    args = TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to=[], label_names=["labels"],
-                             remove_unused_columns=False)
-    return VLTrainer(model=model, args=args, family=family, group_lrs={}, **kw)
+def _args(tmp_path, **kw):
+    return TrainingArguments(output_dir=str(tmp_path / "t"), use_cpu=True, report_to=[], label_names=["labels"],
+                             remove_unused_columns=False, **kw)
+
+
+def _stage_model(path, tmp_path):
+    """A tiny model with the Stage-2 LoRA, as train/builder.py prepares it (dropout off: deterministic losses)."""
+    model, proc, fam = load_model_and_processor(str(path), dtype="float32", attn_implementation=register())
+    model, _ = prepare_model(model, fam, StageArguments(stage=2, lora_dropout=0.0).apply_preset(), _args(tmp_path))
+    return model, proc, fam
+
+
+def _trainer(model, proc, family, tmp_path, vision_cache=None, **speed):
+    """The product's trainer (train/builder.py) around a prepared model, for its compute_loss."""
+    return make_trainer(model, proc, family, _args(tmp_path), StageArguments(stage=2).apply_preset(),
+                        fargs=SpeedArguments(**speed), vision_cache=vision_cache).trainer
 
 
 def _loss_and_grads(trainer, model, batch):
@@ -45,13 +64,7 @@ def _loss_and_grads(trainer, model, batch):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_packed_and_chunked_equal_padded_loss_and_grads(family, tiny_models, tmp_path):
-    from train.adapters import apply_stage
-    from train.config import StageArguments
-    from medvl.loading import load_model_and_processor
-
-    model, proc, fam = load_model_and_processor(str(tiny_models[family]), dtype="float32",
-                                                attn_implementation=register())
-    model = apply_stage(model, fam, StageArguments(stage=2, lora_dropout=0.0).apply_preset())
+    model, proc, fam = _stage_model(tiny_models[family], tmp_path)
     for n, p in model.named_parameters():  # LoRA B starts at 0: give it values so every gradient path is live
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.02)
@@ -60,10 +73,11 @@ def test_packed_and_chunked_equal_padded_loss_and_grads(family, tiny_models, tmp
     packed = PackedCollator(proc.pad_token_id, proc.image_token_id)(enc)
     assert packed["input_ids"].shape == (1, sum(len(e) for e in enc))
 
-    ref_loss, ref_g = _loss_and_grads(_trainer(model, fam, tmp_path), model, padded)  # HF's own loss
+    ref_loss, ref_g = _loss_and_grads(_trainer(model, proc, fam, tmp_path), model, padded)  # HF's own loss
     for chunked in (False, True):
         for batch in ((packed, padded) if chunked else (packed,)):
-            loss, g = _loss_and_grads(_trainer(model, fam, tmp_path, chunked_loss=chunked, loss_chunk=7), model, batch)
+            loss, g = _loss_and_grads(_trainer(model, proc, fam, tmp_path, chunked_loss=chunked, loss_chunk=7), model,
+                                      batch)
             torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
             assert g.keys() == ref_g.keys()
             for n in g:
@@ -71,7 +85,6 @@ def test_packed_and_chunked_equal_padded_loss_and_grads(family, tiny_models, tmp
 
 
 def test_packed_position_ids_restart_per_sample(tiny_models, tmp_path):
-    from medvl.loading import load_model_and_processor
     model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32")
     enc = _samples(proc, tmp_path)
     packed = PackedCollator(proc.pad_token_id, proc.image_token_id)(enc)
@@ -116,34 +129,25 @@ def test_chunked_nll_equals_cross_entropy_value_and_grads():
 
 
 def test_vision_cache_hits_give_the_same_loss(tiny_models, tmp_path):
-    from train.adapters import apply_stage
-    from train.config import StageArguments
-    from medvl.loading import load_model_and_processor
-    from train.vision_cache import VisionFeatureCache
-
-    model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_5_vl"]), dtype="float32",
-                                                attn_implementation=register())
-    model = apply_stage(model, fam, StageArguments(stage=2, lora_dropout=0.0).apply_preset())
+    model, proc, fam = _stage_model(tiny_models["qwen2_5_vl"], tmp_path)
     enc = _samples(proc, tmp_path, text_only_last=True)
     batch = PackedCollator(proc.pad_token_id, proc.image_token_id, emit_image_keys=True)(enc)
     assert batch["image_keys"] == ["r0#0", "r1#0", "r2#0"]
     plain = {k: v for k, v in batch.items() if k != "image_keys"}
     cache = VisionFeatureCache(fam)
     cache.check_frozen(model)
-    ref = _trainer(model, fam, tmp_path).compute_loss(model, plain)
-    tr = _trainer(model, fam, tmp_path, vision_cache=cache, chunked_loss=True)
+    ref = _trainer(model, proc, fam, tmp_path).compute_loss(model, plain)
+    tr = _trainer(model, proc, fam, tmp_path, vision_cache=cache, chunked_loss=True)
     miss, hit = tr.compute_loss(model, batch), tr.compute_loss(model, batch)
     torch.testing.assert_close(miss, ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(hit, ref, rtol=1e-5, atol=1e-6)
     assert cache.stats == {"hits": 3, "misses": 3, "not_stored_full": 0}
-    with pytest.raises(ValueError, match="Qwen3-VL"):
+    with pytest.raises(ValueError, match="does not support"):
         VisionFeatureCache(FAMILIES_REG["qwen3_vl"])
 
 
 def test_finetune_with_every_speed_option(tiny_models, tmp_path):
     """End to end through the entry point: 2 epochs, the vision cache serves epoch 2, options land in the summary."""
-    from data_process.synth import generate
-    from train.finetune import parse_args, run
 
     data = generate(tmp_path / "synth", n_train=8, n_val=2, n_test=2, size=64, seed=3)
     out = tmp_path / "run"
@@ -163,8 +167,6 @@ def test_finetune_with_every_speed_option(tiny_models, tmp_path):
 
 @pytest.mark.parametrize("packed", [False, True])
 def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_models, tmp_path):
-    from medvl.collate import make_keepalive
-    from medvl.loading import load_model_and_processor
 
     model, proc, fam = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32",
                                                 attn_implementation=register())
@@ -177,7 +179,7 @@ def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_
     with_image = _samples(proc, tmp_path)
     assert torch.equal(cls(proc.pad_token_id, proc.image_token_id, keepalive=ka)(with_image)["input_ids"],
                        cls(proc.pad_token_id, proc.image_token_id)(with_image)["input_ids"])
-    tr = _trainer(model, fam, tmp_path)
+    tr = _trainer(model, proc, fam, tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(tr.compute_loss(model, dict(kept)), tr.compute_loss(model, dict(plain)))
 
@@ -185,8 +187,6 @@ def test_keepalive_runs_the_vision_tower_without_changing_the_loss(packed, tiny_
 @pytest.mark.parametrize("family", FAMILIES)
 def test_varlen_vision_equals_stock_vision(family, tiny_models, tmp_path, monkeypatch):
     """All images of a batch through one varlen call per layer == transformers' own per-image attention loop."""
-    import medvl.varlen_attention as va
-    from medvl.loading import load_model_and_processor
 
     model, proc, _ = load_model_and_processor(tiny_models[family], dtype="float32")
     enc = _samples(proc, tmp_path)

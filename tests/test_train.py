@@ -116,7 +116,7 @@ def test_resume_continues_from_last_checkpoint(tiny_models, synth, tmp_path):
 def test_one_process_seeing_several_gpus_is_refused():
     # Regression (2x H200): a single process on a 2-GPU machine made the Trainer use DataParallel, which broke
     # Qwen-VL's vision tower with a StopIteration deep inside transformers. Now it stops with what to do instead.
-    from train.finetune import check_one_gpu_per_process
+    from train.builder import check_one_gpu_per_process
     check_one_gpu_per_process(1)
     check_one_gpu_per_process(0)
     with pytest.raises(ValueError, match="one process per GPU"):

@@ -99,19 +99,20 @@ def test_mixed_modes_change_exactly_their_parameters_and_merge(family, modes, ch
         assert changed[part] == expect, (part, sorted(changed[part] ^ expect))
 
 
+def test_fused_adamw_is_the_dataclass_default_and_a_recipe_or_flag_choice_wins(tmp_path):
+    """Defaults live in the dataclasses and recipes; parse_args changes nothing after parsing."""
+    from train.config import parse_args
 
-def test_fused_adamw_is_the_gpu_default_unless_an_optimizer_was_chosen(monkeypatch, tmp_path):
-    from transformers import TrainingArguments
-
-    from train.config import _given, default_optimizer
-
-    assert _given(["--optim", "adamw_8bit"], "optim") and _given(["--optim=sgd"], "optim")
-    assert not _given(["--optim_args", "x"], "optim")
-    (tmp_path / "r.yaml").write_text("optim: adamw_torch\nlearning_rate: 0.1\n")
-    assert _given([str(tmp_path / "r.yaml")], "optim") and not _given([str(tmp_path / "r.yaml")], "seed")
-    chosen = TrainingArguments(output_dir=str(tmp_path), optim="adamw_torch")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # only the choice is tested; nothing runs
-    default_optimizer(chosen, optim_given=True)
-    assert chosen.optim == "adamw_torch"
-    default_optimizer(chosen, optim_given=False)
-    assert chosen.optim == "adamw_torch_fused"
+    base = ["--model_name_or_path", "m", "--train_data", "t", "--output_dir", str(tmp_path), "--use_cpu"]
+    targs = parse_args(base)[3]
+    assert targs.optim == "adamw_torch_fused" and targs.remove_unused_columns is False
+    assert targs.label_names == ["labels"]
+    (tmp_path / "r.yaml").write_text("optim: adamw_torch\nlearning_rate: 1e-4\nstage: 1\n")
+    margs, dargs, sargs, targs, fargs = parse_args([str(tmp_path / "r.yaml"), *base])
+    # YAML reads 1e-4 as a string: the parser converts it like a flag's value
+    assert targs.optim == "adamw_torch" and targs.learning_rate == 1e-4 and sargs.modes["merger"] == "lora"
+    margs, dargs, sargs, targs, fargs = parse_args([str(tmp_path / "r.yaml"), *base, "--optim", "sgd", "--stage", "2"])
+    assert targs.optim == "sgd" and sargs.modes == {"vision": "frozen", "merger": "frozen", "llm": "lora"}
+    (tmp_path / "bad.yaml").write_text("optimizer: sgd\n")
+    with pytest.raises(ValueError, match=r"recipe .*bad.yaml: no argument named optimizer"):
+        parse_args([str(tmp_path / "bad.yaml"), *base])

@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainingArguments
 
-from tests.conftest import FAMILIES
-from tests.test_packing import _samples
+import train.builder
+from data_process.synth import generate
 from medvl.collate import VLCollator
+from medvl.jsonio import write_jsonl
 from medvl.packing import PackedCollator
+from tests.conftest import FAMILIES, qa_record, write_image
+from tests.test_packing import _samples, _stage_model
+from train.builder import make_trainer
+from train.config import SpeedArguments, StageArguments
+from train.finetune import parse_args, run
+from train.vision_cache import VisionFeatureCache
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (packed rows, chunked loss, vision cache)
@@ -20,14 +28,13 @@ VARIANTS = {"padded": (False, False, False), "padded+chunked": (False, True, Fal
             "packed+chunked": (True, True, False), "packed+vision_cache": (True, False, True)}
 
 
-def _trainer(model, fam, tmp, ga, chunked, cache):
-    from transformers import TrainingArguments
-    from train.trainer import VLTrainer
+def _trainer(model, proc, fam, tmp, ga, chunked, cache):
+    """The product's trainer (train/builder.py) around a prepared model."""
     args = TrainingArguments(output_dir=str(tmp / "t"), use_cpu=True, report_to=[], label_names=["labels"],
                              remove_unused_columns=False, gradient_accumulation_steps=ga,
                              per_device_train_batch_size=4 // ga)
-    return VLTrainer(model=model, args=args, family=fam, group_lrs={}, chunked_loss=chunked, loss_chunk=7,
-                     vision_cache=cache)
+    return make_trainer(model, proc, fam, args, StageArguments(stage=2).apply_preset(),
+                        fargs=SpeedArguments(chunked_loss=chunked, loss_chunk=7), vision_cache=cache).trainer
 
 
 def _micro(enc, ga, collate):
@@ -53,24 +60,17 @@ def _reference(model, micro, token_weighted: bool):
 @pytest.fixture(scope="module")
 def setups(tiny_models, tmp_path_factory):
     """Per family, built once: a LoRA model with live B matrices, four encoded samples, and per GA the reference."""
-    from train.adapters import apply_stage
-    from train.config import StageArguments
-    from medvl.loading import load_model_and_processor
-    from medvl.varlen_attention import register
-
     class _Lazy(dict):
         def __missing__(self, family):
             tmp = tmp_path_factory.mktemp(family)
-            model, proc, fam = load_model_and_processor(str(tiny_models[family]), dtype="float32",
-                                                        attn_implementation=register())
-            model = apply_stage(model, fam, StageArguments(stage=2, lora_dropout=0.0).apply_preset())
+            model, proc, fam = _stage_model(tiny_models[family], tmp)
             torch.manual_seed(0)
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     torch.nn.init.normal_(p, std=0.02)
             model.train()
             enc = _samples(proc, tmp, text_only_last=True)
-            weighted = _trainer(model, fam, tmp, 1, False, None).model_accepts_loss_kwargs
+            weighted = _trainer(model, proc, fam, tmp, 1, False, None).model_accepts_loss_kwargs
             padded = VLCollator(proc.pad_token_id, proc.image_token_id)
             refs = {ga: _reference(model, _micro(enc, ga, padded), weighted) for ga in (1, 2)}
             self[family] = (model, proc, fam, enc, refs, tmp)
@@ -82,15 +82,13 @@ def setups(tiny_models, tmp_path_factory):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("family", FAMILIES)
 def test_training_step_matches_padded_loss_and_grads(family, variant, ga, setups):
-    from train.vision_cache import VisionFeatureCache
-
     packed, chunked, use_cache = VARIANTS[variant]
     if use_cache and family == "qwen3_vl":
         pytest.skip("the vision cache refuses Qwen3-VL by design (deepstack features)")
     model, proc, fam, enc, refs, tmp = setups[family]
     ref_loss, ref_grads = refs[ga]
     cache = VisionFeatureCache(fam) if use_cache else None
-    trainer = _trainer(model, fam, tmp, ga, chunked, cache)
+    trainer = _trainer(model, proc, fam, tmp, ga, chunked, cache)
     collate = (PackedCollator(proc.pad_token_id, proc.image_token_id, emit_image_keys=use_cache) if packed
                else VLCollator(proc.pad_token_id, proc.image_token_id))
     # as the Trainer's loop does it: one count over the accumulated micro-batches, then one training_step each
@@ -122,8 +120,6 @@ def _first_step_log(args: list, out: Path) -> dict:
 def test_two_processes_packed_step_equals_padded_step(tiny_models, tmp_path):
     """DDP over gloo, GA 2: num_items_in_batch is summed over both ranks, so the scale is the parent's cross-device
     arithmetic; the packed run's first-step loss and grad norm must be the padded run's."""
-    from data_process.synth import generate
-
     data = generate(tmp_path / "synth", n_train=8, n_val=2, n_test=2, size=64, seed=3)
     common = ["--model_name_or_path", tiny_models["qwen2_vl"], "--train_data", data["train"], "--stage", 2,
               "--use_cpu", "--ddp_backend", "gloo", "--per_device_train_batch_size", 2,
@@ -138,20 +134,16 @@ def test_two_processes_packed_step_equals_padded_step(tiny_models, tmp_path):
 
 def test_failure_inside_a_dataloader_worker_reaches_the_run_summary(tiny_models, tmp_path, monkeypatch):
     """#16.11: an image deleted after validation is skipped in a worker process; run_summary names it."""
-    import data_process.validate as validate
-    from medvl.jsonio import write_jsonl
-    from tests.conftest import qa_record, write_image
-    from train.finetune import parse_args, run
 
     recs = [qa_record(f"r{i}", write_image(tmp_path / f"i{i}.png", (56, 56), seed=i)) for i in range(4)]
     write_jsonl(tmp_path / "train.jsonl", recs)
-    real = validate.validate_records
+    real = train.builder.validate_records  # the builder's validation pass
 
     def validate_then_delete(*a, **k):  # the file disappears between validation and the step that reads it
         out = real(*a, **k)
         (tmp_path / "i2.png").unlink()
         return out
-    monkeypatch.setattr(validate, "validate_records", validate_then_delete)
+    monkeypatch.setattr(train.builder, "validate_records", validate_then_delete)
     summary = run(*parse_args([
         "--model_name_or_path", str(tiny_models["qwen2_vl"]), "--train_data", str(tmp_path / "train.jsonl"),
         "--stage", "2", "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "2",

@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from medvl.files import sha256_file
+from medvl.jsonio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,6 @@ def _files(checkpoint: Path) -> dict[str, Path]:
 
 
 def write_manifest(checkpoint: str | Path) -> None:
-    from medvl.jsonio import write_json
     checkpoint = Path(checkpoint)
     write_json(checkpoint / MANIFEST, {"sha256": {rel: sha256_file(p) for rel, p in _files(checkpoint).items()}})
 

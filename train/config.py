@@ -1,7 +1,8 @@
 """Arguments as dataclasses (parsed by HfArgumentParser; a YAML/JSON recipe file may hold them) and the stage presets.
 
 A stage is data: which modules train, with which adapter and learning rates. `--stage 1|2` picks a preset;
-any field given explicitly on the command line or in the recipe wins over the preset.
+any field given explicitly on the command line or in the recipe wins over the preset. USAGE is the help text of
+`python -m train.finetune` (kept here, beside what it documents, so the parser needs nothing from finetune).
 """
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from medvl.quantization import require_bitsandbytes
 
 # What each stage trains. Values are defaults; explicit arguments override them.
 STAGE_PRESETS: dict[int, dict] = {
@@ -88,8 +94,13 @@ class StageArguments:
                 "0: off"})
     early_stopping_min_delta: float = field(default=0.0, metadata={"help": "smallest change that counts as improvement"})
 
+    def __post_init__(self):
+        self.apply_preset()
+
     def apply_preset(self) -> "StageArguments":
-        """Fill every field left at None from the stage's preset."""
+        """Fill every field left at None from the stage's preset (at construction; calling it again is a no-op)."""
+        if getattr(self, "_preset_applied", False):
+            return self
         if self.stage not in STAGE_PRESETS:
             raise ValueError(f"--stage must be one of {sorted(STAGE_PRESETS)}, got {self.stage}")
         targets_given = self.lora_targets is not None
@@ -107,6 +118,7 @@ class StageArguments:
             raise ValueError(f"--lora_targets {self.lora_targets!r} applies to --train_llm lora, not {self.train_llm}")
         if self.early_stopping_patience < 0 or self.early_stopping_min_delta < 0:
             raise ValueError("--early_stopping_patience and --early_stopping_min_delta must be >= 0")
+        self._preset_applied = True  # not a field: asdict() and the recorded args leave it out
         return self
 
     @property
@@ -133,53 +145,115 @@ class SpeedArguments:
     vision_cache_gib: float = field(default=16.0, metadata={"help": "host-RAM bound of the vision cache"})
 
 
-def _finetune_doc() -> str:
-    import train.finetune
-    return train.finetune.__doc__
+USAGE = """Fine-tune a Qwen-VL model: one entry point, the stage is a config.
+
+    # the launch scripts' Stage 2, by hand: the stage recipe, the device profile, then your flags (they win)
+    python -m train.finetune train/recipes/stage2.yaml train/recipes/gpu.yaml \\
+        --model_name_or_path out/stage1_merged --train_data train.json --output_dir out/stage2
+    # Stage 1: LoRA on the visual merger, caption data
+    python -m train.finetune --stage 1 --model_name_or_path Qwen/Qwen2-VL-2B-Instruct \\
+        --train_data captions.json --output_dir out/stage1 --bf16
+    # merge Stage 1 into the base (Stage 2 trains on top of it)
+    python -m train.merge_lora --model_name_or_path Qwen/Qwen2-VL-2B-Instruct --adapter out/stage1 \\
+        --output_dir out/stage1_merged
+    # Stage 2: LoRA on the LLM's attention + FFN, instruction data, validation every eval_steps
+    python -m train.finetune --stage 2 --model_name_or_path out/stage1_merged --train_data train.json \\
+        --eval_data val.json --eval_strategy steps --eval_steps 200 --output_dir out/stage2 --bf16
+    # QLoRA: 4-bit LLM + LoRA, 8-bit AdamW, early stopping when closed accuracy stalls for 3 evaluations
+    python -m train.finetune --stage 2 --model_name_or_path out/stage1_merged --train_data train.json --bf16 \\
+        --quantization 4bit --optim adamw_8bit --eval_data val.json --eval_strategy steps --eval_steps 100 \\
+        --metric_for_best_model closed_accuracy --early_stopping_patience 3 --output_dir out/stage2_qlora
+    # full fine-tuning of merger + LLM, ViT frozen, own LRs (no adapter: the output is a checkpoint)
+    python -m train.finetune --stage 2 --train_merger full --train_llm full --merger_lr 1e-5 --llm_lr 5e-6 ...
+    # multi-GPU: torchrun --nproc_per_node 4 -m train.finetune ... --deepspeed ds_configs/zero2.json
+
+Recipe files (.yaml/.yml/.json, before any flag) hold field: value pairs; several are applied in order, and flags
+given after them win. Every default lives in these dataclasses (TrainArguments for the Trainer's) or in a recipe:
+train/recipes/stage1.yaml, stage2.yaml (what the two-stage pipeline runs), gpu.yaml / cpu.yaml (device profiles).
+"""
+RECIPE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass
+class TrainArguments(TrainingArguments):
+    """transformers' TrainingArguments with this project's defaults (no value is changed after parsing)."""
+    # Fused AdamW, pinned so the choice does not depend on the transformers/torch versions' own default.
+    optim: str = field(default="adamw_torch_fused", metadata={"help": "optimizer (OptimizerNames); 8-bit / paged "
+                                                                     "ones need bitsandbytes"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "keep False: the collator reads records"})
+    # PEFT hides forward's signature from the Trainer; without this it computes no eval loss.
+    label_names: list[str] | None = field(default_factory=lambda: ["labels"], metadata={"help": "keep ['labels']"})
+    # Non-reentrant checkpointing (the reentrant one breaks with frozen inputs). Newer transformers renamed the field;
+    # the old name only warns there.
+    if "activation_checkpointing_kwargs" in TrainingArguments.__dataclass_fields__:
+        activation_checkpointing_kwargs: dict | str | None = field(
+            default_factory=lambda: {"use_reentrant": False}, metadata={"help": "torch.utils.checkpoint kwargs"})
+    else:
+        gradient_checkpointing_kwargs: dict | str | None = field(
+            default_factory=lambda: {"use_reentrant": False}, metadata={"help": "torch.utils.checkpoint kwargs"})
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, StageArguments, TrainArguments, SpeedArguments)
+
+
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser(ARGUMENT_CLASSES, prog="python -m train.finetune", description=USAGE,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def split_recipes(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(recipe files, flags): the recipe files are the arguments before the first flag. DeepSpeed's launcher puts
+    `--local_rank=N` in front of everything; it goes with the flags."""
+    recipes, flags, i = [], [], 0
+    while i < len(argv):
+        if argv[i].startswith("--local_rank="):
+            flags.append(argv[i])
+        elif not argv[i].startswith("-") and argv[i].endswith(RECIPE_SUFFIXES):
+            recipes.append(argv[i])
+        else:
+            break
+        i += 1
+    return recipes, flags + argv[i:]
+
+
+def load_recipes(paths: list[str], known: set[str]) -> dict:
+    """The recipes' values merged in order (later files win); a key no argument has is refused by file and name."""
+    values: dict = {}
+    for path in paths:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}  # JSON is YAML
+        if not isinstance(data, dict):
+            raise ValueError(f"recipe {path}: expected 'field: value' pairs, got {type(data).__name__}")
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"recipe {path}: no argument named {', '.join(unknown)} "
+                             "(python -m train.finetune --help lists them)")
+        values.update(data)
+    return values
 
 
 def parse_args(argv=None):
-    from transformers import HfArgumentParser, TrainingArguments
-
-    parser = HfArgumentParser((ModelArguments, DataArguments, StageArguments, TrainingArguments, SpeedArguments),
-                              prog="python -m train.finetune", description=_finetune_doc(),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        margs, dargs, sargs, targs, fargs = parser.parse_yaml_file(argv[0])
-    elif len(argv) == 1 and argv[0].endswith(".json"):
-        margs, dargs, sargs, targs, fargs = parser.parse_json_file(argv[0])
-    else:
-        margs, dargs, sargs, targs, fargs = parser.parse_args_into_dataclasses(argv)
-    sargs.apply_preset()
-    default_optimizer(targs, optim_given=_given(argv, "optim"))
+    """Dataclasses from recipe files + flags. Recipes set the parser's defaults, so a flag always wins and argparse
+    converts recipe strings (e.g. YAML's 1e-4) like typed flags. Nothing is changed after parsing; the stage preset is
+    applied by StageArguments itself and the checks below only refuse."""
+    parser = make_parser()
+    recipes, flags = split_recipes(list(sys.argv[1:] if argv is None else argv))
+    if recipes:
+        actions = parser._actions  # argparse keeps no public list; needed to drop `required` for recipe-given fields
+        values = load_recipes(recipes, {a.dest for a in actions})
+        parser.set_defaults(**values)
+        for action in actions:
+            if action.dest in values:
+                action.required = False
+    margs, dargs, sargs, targs, fargs = parser.parse_args_into_dataclasses(flags)
+    check_optimizer(targs)
     check_training_modes(margs, sargs, targs)
-    targs.remove_unused_columns = False  # our collator consumes whole records
-    targs.label_names = ["labels"]       # PEFT hides forward's signature; without this no eval loss
-    if targs.gradient_checkpointing and not targs.gradient_checkpointing_kwargs:
-        targs.gradient_checkpointing_kwargs = {"use_reentrant": False}
     return margs, dargs, sargs, targs, fargs
 
 
-def _given(argv: list[str], name: str) -> bool:
-    """Whether an option was set explicitly, on the command line or in the recipe file."""
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        import yaml  # JSON is YAML
-        return name in (yaml.safe_load(Path(argv[0]).read_text()) or {})
-    return any(a == f"--{name}" or a.startswith(f"--{name}=") for a in argv)
-
-
-def default_optimizer(targs, optim_given: bool) -> None:
-    """Fused AdamW on GPUs unless the user picked an optimizer (transformers >= 5 with torch >= 2.8 defaults to it
-    already; pinning it keeps the choice independent of library versions). 8-bit / paged ones need bitsandbytes."""
-    import torch
-    from transformers.training_args import OptimizerNames
-
-    if not optim_given and torch.cuda.is_available() and not targs.use_cpu:
-        targs.optim = OptimizerNames.ADAMW_TORCH_FUSED
+def check_optimizer(targs) -> None:
+    """8-bit / paged optimizers need bitsandbytes: say so before loading anything."""
     name = getattr(targs.optim, "value", targs.optim)
     if "8bit" in name or "bnb" in name or name.startswith("paged_"):
-        from medvl.quantization import require_bitsandbytes
         require_bitsandbytes()
 
 
@@ -188,7 +262,6 @@ def check_training_modes(margs: ModelArguments, sargs: StageArguments, targs) ->
     under ZeRO-3 (it would partition bitsandbytes' packed weights)."""
     if margs.quantization == "none":
         return
-    from medvl.quantization import require_bitsandbytes
     require_bitsandbytes()
     quantized = ("vision", "merger", "llm") if margs.quantize_vision else ("llm",)
     full = [c for c in quantized if sargs.modes[c] == "full"]

@@ -7,15 +7,26 @@ A QLoRA adapter (trained on a 4/8-bit base, as its run_summary.json says) merges
 loaded unquantized: the merged model is the adapter on the original weights. It differs from the model as trained by
 the base's quantization error; the report measures that too (max_abs_diff_vs_quantized_training), for information.
 
-    python -m train.merge_lora --base BASE --adapter out/stage1 --out out/stage1_merged [--probe_data val.json]
+    python -m train.merge_lora --model_name_or_path BASE --adapter out/stage1 --output_dir out/stage1_merged \
+        [--probe_data val.json]
+(--base / --model and --out / --out_dir are the same options under their older names.)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from peft import PeftModel
+from PIL import Image
+
+from medvl.collate import VLCollator
+from medvl.jsonio import read_records, write_json
+from medvl.loading import load_model_and_processor
 
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
@@ -23,12 +34,6 @@ PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def _probe_batch(processor, probe_records: list[dict] | None):
     """One or two real records if given, else a generated image + question (deterministic)."""
-    from PIL import Image
-    import numpy as np
-    import tempfile
-
-    from medvl.collate import VLCollator
-
     if not probe_records:
         tmp = Path(tempfile.mkdtemp()) / "probe.png"
         arr = (np.random.RandomState(0).rand(96, 128, 3) * 255).astype("uint8")
@@ -48,17 +53,12 @@ def _logits(model, batch):
 
 def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> dict:
     """For a QLoRA adapter: how far the merged 16-bit model's logits are from the quantized model it was trained as."""
-    import json
-
     summary = Path(adapter) / "run_summary.json"
     margs = json.loads(summary.read_text()).get("args", {}).get("model", {}) if summary.exists() else {}
     kind = margs.get("quantization") or "none"
     if kind == "none":
         return {}
     try:
-        from peft import PeftModel
-
-        from medvl.loading import load_model_and_processor
         qmodel, _, _ = load_model_and_processor(base, dtype=dtype, quantization=kind,
                                                 quantize_vision=bool(margs.get("quantize_vision")))
         gap = (_logits(PeftModel.from_pretrained(qmodel, adapter), batch).cpu() - ref).abs().max().item()
@@ -69,10 +69,6 @@ def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> 
 
 def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = None, dtype: str = "float32",
           atol: float = 1e-4) -> dict:
-    from peft import PeftModel
-
-    from medvl.loading import load_model_and_processor
-
     model, processor, family = load_model_and_processor(base, dtype=dtype)
     peft_model = PeftModel.from_pretrained(model, adapter)
     batch = _probe_batch(processor, probe_records)
@@ -102,23 +98,23 @@ def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)  # only a verified merge appears under the final name
-    from medvl.jsonio import write_json
     write_json(out_dir / "merge_report.json", report)
     return report
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, help="base checkpoint dir or hub id the adapter was trained on")
+    p = argparse.ArgumentParser(prog="python -m train.merge_lora", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_name_or_path", "--base", "--model", dest="base", required=True,
+                   help="base checkpoint dir or hub id the adapter was trained on")
     p.add_argument("--adapter", required=True, help="adapter dir (train.finetune output)")
-    p.add_argument("--out", required=True, help="merged checkpoint dir")
+    p.add_argument("--output_dir", "--out_dir", "--out", dest="out", required=True, help="merged checkpoint dir")
     p.add_argument("--probe_data", default=None, help="records to compare logits on (default: a generated image)")
     p.add_argument("--dtype", default="float32", help="float32 verifies tightly; bfloat16 halves the size on disk")
     p.add_argument("--atol", type=float, default=None, help="max |logit diff| (default 1e-4 fp32, 5e-2 bf16/fp16)")
     a = p.parse_args(argv)
     probe = None
     if a.probe_data:
-        from medvl.jsonio import read_records
         probe = read_records(a.probe_data)
     atol = a.atol if a.atol is not None else (1e-4 if a.dtype == "float32" else 5e-2)
     rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol)

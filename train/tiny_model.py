@@ -3,7 +3,7 @@
 Tests and the demo use these instead of hub downloads; they are saved with `save_pretrained` and loaded back
 through the same `load_model_and_processor` as a real checkpoint.
 
-    python -m train.tiny_model --family qwen2_vl --out /tmp/tiny-qwen2vl
+    python -m train.tiny_model --family qwen2_vl --output_dir /tmp/tiny-qwen2vl     # --out / --out_dir: the same
 """
 from __future__ import annotations
 
@@ -131,9 +131,10 @@ def build_tiny_model(family: str, out_dir: str | Path, hidden: int = 64, layers:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m train.tiny_model", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", required=True, choices=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
-    p.add_argument("--out", required=True)
+    p.add_argument("--output_dir", "--out_dir", "--out", dest="out", required=True, help="checkpoint dir to write")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,9 @@ import torch
 
 from medvl.encoding import VLProcessor
 from medvl.generation import greedy_generate
+from medvl.metrics.closed import closed_accuracy
+from medvl.metrics.references import best_of
+from medvl.metrics.text import average as mean, exact_match, token_f1
 
 
 def _dist():
@@ -20,11 +23,7 @@ def _dist():
 def generation_scores(preds: list[str], refs: list, answer_types: list[str]) -> dict[str, float]:
     """Exact match, closed-ended accuracy and token F1: the eval suite's own metric functions and answer rule; a
     reference may be a list of accepted answers (best match, as evaluation scores them)."""
-    from medvl.metrics.closed import closed_accuracy
-    from medvl.metrics.references import best_of
-    from medvl.metrics.text import average as mean, exact_match, word_f1
-
-    out = {"exact_match": mean(best_of(exact_match, preds, refs)), "token_f1": mean(best_of(word_f1, preds, refs))}
+    out = {"exact_match": mean(best_of(exact_match, preds, refs)), "token_f1": mean(best_of(token_f1, preds, refs))}
     closed = [i for i, t in enumerate(answer_types) if t == "closed"]
     if closed:
         out["closed_accuracy"] = mean(best_of(closed_accuracy, [preds[i] for i in closed], [refs[i] for i in closed]))
