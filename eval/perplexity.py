@@ -127,6 +127,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--type_mapping", default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N records only, as eval.generate --limit")
     a = p.parse_args(argv)
     system = system_prompt_from_args(p, a)
     specs = [ModelSpec.parse(text) for text in a.model]
@@ -134,6 +135,7 @@ def main(argv=None):
         for spec in specs:  # all at once: a second process on any of these folders stops now
             lock_folder(Path(a.out_dir) / spec.name)
         records = read_records(a.test_data, bad_lines="yield")
+        records = records[: a.limit] if a.limit else records  # the same records generation scored
         tm = read_json(a.type_mapping) if a.type_mapping else None
         for spec in specs:
             res = perplexity_for_model(spec, records, Path(a.out_dir), tm, a.batch_size, a.dtype, a.device, system,
