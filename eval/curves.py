@@ -76,8 +76,10 @@ def find_runs(paths: Iterable[str | os.PathLike], strict: bool = True) -> list[T
             dirs = [path] if _has_events(path) else sorted({p.parent for p in path.rglob(EVENTS_GLOB)})
             found = [(None, d) for d in dirs]
         if not found and strict:
-            raise DataError(f"{path}: no TensorBoard event files ({EVENTS_GLOB}) here or below, and no "
-                            "run_summary.json naming them")
+            why = (f"its run_summary.json names {read_json(summaries[0]).get('tensorboard_dir')} and neither that nor "
+                   f"{summaries[0].parent / 'tensorboard'} holds any (was it trained with --report_to none?)"
+                   if summaries else "no run_summary.json names any either")
+            raise DataError(f"{path}: no TensorBoard event files ({EVENTS_GLOB}) here or below; {why}")
         for run_dir, tb in found:
             key = tb.resolve()
             if key not in runs:

@@ -40,6 +40,10 @@ fi
 # 2. Python packages (torch held at the installed version).
 "$PY" -m pip install -q "${PIP_SOURCE[@]}" -c "$CONSTRAINTS" -r requirements.txt -r requirements-test.txt
 rm -f "$CONSTRAINTS"
+# This repository itself, editable and without dependencies (they are above): `python -m train.finetune` and the
+# medvl-* commands then work from any directory, on paths relative to it.
+"$PY" -m pip install -q "${PIP_SOURCE[@]}" --no-deps --no-build-isolation -e . \
+  || echo "NOTE: the repository is not installed (no setuptools here?): run python -m ... from $(pwd) or set PYTHONPATH=$(pwd)." >&2
 
 # 3. Debian packages: Java if missing (pycocoevalcap runs jars) and Chromium
 #    (headless, for the test that renders the HTML report). As root, or through passwordless sudo.

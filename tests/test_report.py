@@ -161,6 +161,13 @@ def test_curves_read_back(report, tmp_path):
         find_runs([tmp_path / "empty"])
     with pytest.raises(DataError, match="not found"):
         find_runs([tmp_path / "nope"])
+    # a run folder WITH a run_summary.json but no events (trained with --report_to none): the message says so,
+    # not "no run_summary.json naming them"
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "quiet" / "run_summary.json").write_text('{"stage": 2, "tensorboard_dir": "quiet/tensorboard"}')
+    with pytest.raises(DataError, match="its run_summary.json names quiet/tensorboard") as e:
+        find_runs([tmp_path / "quiet"])
+    assert "no run_summary.json" not in str(e.value) and "--report_to none" in str(e.value)
 
 
 def test_rerender_from_metrics_json(report, tmp_path, capsys):

@@ -121,3 +121,22 @@ def test_one_process_seeing_several_gpus_is_refused():
     check_one_gpu_per_process(0)
     with pytest.raises(ValueError, match="one process per GPU"):
         check_one_gpu_per_process(2)
+
+
+def test_by_hand_defaults_write_tensorboard_with_a_loss_curve_and_print_existing_paths(tiny_models, synth, tmp_path,
+                                                                                      capsys):
+    """python -m train.finetune as the README's recipes run it by hand (no --report_to, no --logging_steps): the
+    curves are written (transformers >= 5.24 alone would write none) and a 6-step run logs its loss every step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from train.finetune import main
+
+    out = tmp_path / "run"
+    main(["--model_name_or_path", str(tiny_models["qwen2_vl"]), "--train_data", str(synth["train"]),
+          "--output_dir", str(out), "--per_device_train_batch_size", "4", "--use_cpu", "--save_strategy", "no",
+          "--max_steps", "6", "--dataloader_num_workers", "0"])
+    ea = EventAccumulator(str(out / "tensorboard"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    printed = capsys.readouterr().out
+    assert f"adapter in {out.resolve()}" in printed and f"tensorboard --logdir {(out / 'tensorboard').resolve()}" in printed

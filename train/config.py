@@ -181,6 +181,14 @@ class TrainArguments(TrainingArguments):
     optim: str = field(default="adamw_torch_fused", metadata={"help": "optimizer (OptimizerNames); 8-bit / paged "
                                                                      "ones need bitsandbytes"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep False: the collator reads records"})
+    # TensorBoard on by default (transformers >= 5.24 defaults to none), under <output_dir>/tensorboard.
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={
+        "help": "tensorboard (default) | none | another transformers integration"})
+    # A fraction (< 1) is a share of the run's steps: ~100 loss points whatever the run length (a 20-step run logs
+    # every step, where the fixed 500 logged nothing); ~10 validations when --eval_strategy steps is given.
+    logging_steps: float = field(default=0.01, metadata={"help": "steps between logs; < 1: that share of the run"})
+    eval_steps: float | None = field(default=0.1, metadata={"help": "steps between validations (--eval_strategy "
+                                                                    "steps); < 1: that share of the run"})
     # PEFT hides forward's signature from the Trainer; without this it computes no eval loss.
     label_names: list[str] | None = field(default_factory=lambda: ["labels"], metadata={"help": "keep ['labels']"})
     # Non-reentrant checkpointing (the reentrant one breaks with frozen inputs). Newer transformers renamed the field;
