@@ -184,3 +184,20 @@ def test_models_at_different_pixel_budgets_are_flagged_and_one_budget_applies_to
     warning = budget_warning(specs)
     assert warning and "different pixel budgets" in warning and "other 3136-6272" in warning, warning
     assert budget_warning(specs, max_pixels=112 * 112) is None
+
+
+def test_in_training_generation_shows_its_progress_and_keeps_the_answers(tiny_models, tmp_path, capsys):
+    """Training validation sat at "3/3" while it generated: greedy_generate counts records when given a label, and
+    the bar changes no answer."""
+    from medvl.generation import greedy_generate
+    from medvl.loading import load_model_and_processor
+
+    model, processor, _ = load_model_and_processor(str(tiny_models["qwen2_vl"]), dtype="float32")
+    recs = _mixed_records(tmp_path, n=5)
+    capsys.readouterr()
+    quiet = greedy_generate(model.eval(), processor, recs, 2, 4)
+    assert "validation: generating" not in capsys.readouterr().err
+    shown = greedy_generate(model, processor, recs, 2, 4, progress="validation: generating")
+    err = capsys.readouterr().err
+    assert "validation: generating" in err and "/5 [" in err, err  # counts the 5 records
+    assert shown == quiet

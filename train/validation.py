@@ -45,8 +45,10 @@ class GenerationValidator:
         was_training = model.training
         model.eval()
         try:
+            show = rank == 0 and not getattr(args, "disable_tqdm", False)
             preds = greedy_generate(model, self.processor, [self.records[i] for i in padded], self.batch_size,
-                                    self.max_new_tokens, synced_gpus=is_deepspeed_zero3_enabled() and world > 1)
+                                    self.max_new_tokens, synced_gpus=is_deepspeed_zero3_enabled() and world > 1,
+                                    progress="validation: generating" if show else None)
         finally:
             model.train(was_training)
         mine = list(zip(padded[:len(idx)], preds[:len(idx)]))
