@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from data_process.conversion.cli import report_path
 from medvl.jsonio import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
 from medvl.paths import MAX_IMAGE_BYTES
 from medvl.samples import SampleError
@@ -101,7 +103,8 @@ def main(argv=None):
                    help="check structure only (ids, turns, <image> tags, boxes): no model, no image decode")
     p.add_argument("--data", "--input", dest="data", required=True, help="records (.json list or .jsonl)")
     p.add_argument("--out", required=True, help="clean records (.json list or .jsonl, by suffix); "
-                                                "the report goes to <out>.report.json")
+                                                "the report goes to OUT.report.json (as convert's: "
+                                                "train.clean.json -> train.clean.report.json)")
     p.add_argument("--max_len", type=int, default=2048)
     p.add_argument("--min_pixels", type=int, default=None)
     p.add_argument("--max_pixels", type=int, default=None)
@@ -119,21 +122,25 @@ def main(argv=None):
     processor = None
     if not a.schema_only:
         # lazy: loading imports torch (~200 MiB), which --schema_only must not pay (tests/reliability/test_streaming.py)
+        from medvl.checkpoint_path import CheckpointNotFound
         from medvl.loading import load_processor
 
-        processor = load_processor(a.model_name_or_path, min_pixels=a.min_pixels, max_pixels=a.max_pixels,
-                                   max_len=a.max_len, image_root=a.image_root, truncation=a.truncation,
-                                   allow_outside_root=a.allow_outside_root, max_image_bytes=a.max_image_bytes)
+        try:
+            processor = load_processor(a.model_name_or_path, min_pixels=a.min_pixels, max_pixels=a.max_pixels,
+                                       max_len=a.max_len, image_root=a.image_root, truncation=a.truncation,
+                                       allow_outside_root=a.allow_outside_root, max_image_bytes=a.max_image_bytes)
+        except CheckpointNotFound as e:  # a wrong --model_name_or_path: one line, no traceback
+            raise SystemExit(f"error: {e}") from None
     rep = ValidationReport()
     records = tqdm(iter_records(a.data, bad_lines="yield"), desc="validate", disable=a.no_progress, mininterval=2)
     try:
         (write_jsonl if a.out.endswith(".jsonl") else write_json_list)(a.out, iter_valid(records, processor, rep))
         rep.check()
-        write_json(a.out + ".report.json", rep.as_dict())
+        write_json(report_path(a.out), rep.as_dict())
     except DataError as e:  # a broken .json list (a .jsonl's bad lines are rejected one by one), a full disk
         raise SystemExit(f"error: {e}") from None
     print(rep.summary())
-    print(f"clean data: {a.out}\nreport: {a.out}.report.json")
+    print(f"clean data: {Path(a.out).resolve()}\nreport: {report_path(a.out).resolve()}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ from medvl.encoding import DEFAULT_SYSTEM
 from medvl.families import vision_tower
 from medvl.generation import generate_batch
 from medvl.loading import pixel_budget
+from medvl.adapter_check import AdapterMismatch
+from medvl.checkpoint_path import CheckpointNotFound
 from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_processor, load_spec_with_encoders,
                          prompt_limit, system_prompt_from_args)
 from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
@@ -172,7 +174,10 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
     system = system_prompt_from_args(p, a)
-    specs = [ModelSpec.parse(text) for text in a.model]
+    try:
+        specs = [ModelSpec.parse(text) for text in a.model]
+    except ValueError as e:  # a malformed spec or a missing adapter dir: one line naming it
+        sys.exit(f"error: {e}")
     try:
         for spec in specs:  # all at once: a second process on any of these folders stops now, not hours later
             lock_folder(Path(a.out_dir) / spec.name)
@@ -188,6 +193,8 @@ def main(argv=None):
             print(f"[{spec.name}] predictions: {path}")
     except (OutputInUse, SettingsChanged) as e:
         sys.exit(f"eval.generate: {e}")
+    except (CheckpointNotFound, AdapterMismatch) as e:  # a wrong model path, a foreign adapter: no traceback
+        sys.exit(f"error: {e}")
     if warning:  # again at the end: the first one has scrolled away by now
         print(warning, file=sys.stderr)
 

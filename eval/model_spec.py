@@ -19,6 +19,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoConfig
 
+from medvl.adapter_check import check_adapter_fits
+from medvl.checkpoint_path import resolve_checkpoint
 from medvl.encoding import DEFAULT_SYSTEM
 from medvl.families import get_family
 from medvl.loading import load_model_and_processor, load_processor, pixel_budget
@@ -57,7 +59,7 @@ class ModelSpec:
 def load_spec_processor(spec: ModelSpec, **processor_kw):
     """(VLProcessor, family) of a spec without its weights: cheap, so encoding can start before the model loads.
     The same processor load_spec returns."""
-    family = get_family(AutoConfig.from_pretrained(spec.checkpoint))
+    family = get_family(AutoConfig.from_pretrained(resolve_checkpoint(spec.checkpoint)))
     return load_processor(spec.processor_source, family, **processor_kw), family
 
 
@@ -67,6 +69,7 @@ def load_spec(spec: ModelSpec, dtype="auto", device: str | None = None, compile_
     inference paths applied (eval/fast_vision.py; `model.vision_speed` says which)."""
     model, processor, family = load_model_and_processor(spec.checkpoint, dtype=dtype, **processor_kw)
     for a in spec.adapters:
+        check_adapter_fits(model, a, spec.checkpoint, family)  # one line, not PEFT's silence or size mismatches
         model = PeftModel.from_pretrained(model, a).merge_and_unload()
     if spec.processor_source != spec.checkpoint:
         pix = {k: processor_kw[k] for k in ("min_pixels", "max_pixels") if processor_kw.get(k) is not None}
@@ -96,7 +99,7 @@ def load_spec_with_encoders(spec: ModelSpec, num_workers: int | None = None, dty
 
 def context_length(checkpoint: str) -> int:
     """The model's context length in tokens (`max_position_embeddings` of its text config)."""
-    cfg = AutoConfig.from_pretrained(checkpoint)
+    cfg = AutoConfig.from_pretrained(resolve_checkpoint(checkpoint))
     for c in (getattr(cfg, "text_config", None), cfg):
         if getattr(c, "max_position_embeddings", None):
             return int(c.max_position_embeddings)

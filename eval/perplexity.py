@@ -27,6 +27,8 @@ from medvl.encoding import DEFAULT_SYSTEM, IGNORE_INDEX
 from medvl.jsonio import read_json, read_records, write_json
 from eval.categorize import category_order, native_fields
 from eval.generate import screen_records, vision_dtype
+from medvl.adapter_check import AdapterMismatch
+from medvl.checkpoint_path import CheckpointNotFound
 from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_with_encoders, prompt_limit,
                              system_prompt_from_args)
 from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
@@ -130,7 +132,10 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="first N records only, as eval.generate --limit")
     a = p.parse_args(argv)
     system = system_prompt_from_args(p, a)
-    specs = [ModelSpec.parse(text) for text in a.model]
+    try:
+        specs = [ModelSpec.parse(text) for text in a.model]
+    except ValueError as e:  # a malformed spec or a missing adapter dir: one line naming it
+        sys.exit(f"error: {e}")
     try:
         for spec in specs:  # all at once: a second process on any of these folders stops now
             lock_folder(Path(a.out_dir) / spec.name)
@@ -147,6 +152,8 @@ def main(argv=None):
                   f"<|im_end|> not counted)")
     except (OutputInUse, SettingsChanged) as e:
         sys.exit(f"eval.perplexity: {e}")
+    except (CheckpointNotFound, AdapterMismatch) as e:  # a wrong model path, a foreign adapter: no traceback
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

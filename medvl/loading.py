@@ -10,6 +10,7 @@ import json
 import logging
 from pathlib import Path
 
+from medvl.checkpoint_path import resolve_checkpoint
 from medvl.encoding import VLProcessor
 from medvl.families import ModelFamily, get_family
 from medvl.quantization import bnb_config, check_quantized, compute_dtype_for, kept_16bit_modules
@@ -72,7 +73,7 @@ def load_processor_parts(path: str, min_pixels: int | None = None, max_pixels: i
         tok, improc = proc.tokenizer, proc.image_processor
         template = getattr(proc, "chat_template", None)
     except (ImportError, ValueError, TypeError, OSError, AttributeError) as e:
-        log.info("AutoProcessor unavailable (%s); using tokenizer + image processor (image-only)", type(e).__name__)
+        log.debug("AutoProcessor unavailable (%s); using tokenizer + image processor (image-only)", type(e).__name__)
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         try:
             improc = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -92,6 +93,8 @@ def load_processor(path: str, family: str | ModelFamily = "auto", **kw):
     """A VLProcessor (medvl/encoding.py) for the checkpoint at `path`."""
     from transformers import AutoConfig
 
+    # a known family needs only the processor files (an adapter dir has no config.json); "auto" reads config.json
+    path = resolve_checkpoint(path, "config.json" if family == "auto" else None)
     fam = family if isinstance(family, ModelFamily) else (
         get_family(AutoConfig.from_pretrained(path, trust_remote_code=kw.get("trust_remote_code", False)))
         if family == "auto" else get_family(family))
@@ -111,6 +114,7 @@ def load_model_and_processor(path: str, family: str = "auto", dtype="auto", attn
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    path = resolve_checkpoint(path)  # one line for a missing folder / unreachable hub id, before transformers' retries
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     fam = get_family(config)
     if family != "auto" and get_family(family).name != fam.name:

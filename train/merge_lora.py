@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import torch
 from peft import PeftModel
 from PIL import Image
 
+from medvl.adapter_check import AdapterMismatch, check_adapter_fits
+from medvl.checkpoint_path import CheckpointNotFound
 from medvl.collate import VLCollator
 from medvl.jsonio import read_records, write_json
 from medvl.loading import load_model_and_processor
@@ -59,8 +62,9 @@ def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> 
     if kind == "none":
         return {}
     try:
-        qmodel, _, _ = load_model_and_processor(base, dtype=dtype, quantization=kind,
-                                                quantize_vision=bool(margs.get("quantize_vision")))
+        qmodel, _, family = load_model_and_processor(base, dtype=dtype, quantization=kind,
+                                                     quantize_vision=bool(margs.get("quantize_vision")))
+        check_adapter_fits(qmodel, adapter, base, family)
         gap = (_logits(PeftModel.from_pretrained(qmodel, adapter), batch).cpu() - ref).abs().max().item()
     except ImportError as e:  # no bitsandbytes here: the merge itself is still verified
         return {"trained_quantization": kind, "max_abs_diff_vs_quantized_training": None, "note": str(e)}
@@ -70,6 +74,7 @@ def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> 
 def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = None, dtype: str = "float32",
           atol: float = 1e-4) -> dict:
     model, processor, family = load_model_and_processor(base, dtype=dtype)
+    check_adapter_fits(model, adapter, base, family)  # one line, not PEFT's silence or size mismatches
     peft_model = PeftModel.from_pretrained(model, adapter)
     batch = _probe_batch(processor, probe_records)
     ref = _logits(peft_model, batch)
@@ -117,7 +122,10 @@ def main(argv=None):
     if a.probe_data:
         probe = read_records(a.probe_data)
     atol = a.atol if a.atol is not None else (1e-4 if a.dtype == "float32" else 5e-2)
-    rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol)
+    try:
+        rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol)
+    except (CheckpointNotFound, AdapterMismatch) as e:  # a wrong path or a foreign adapter: one line, no traceback
+        sys.exit(f"error: {e}")
     print(f"merged and verified: {rep['out']} (max |logit diff| {rep['max_abs_diff_reloaded']:.2e} <= {atol})")
 
 
