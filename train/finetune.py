@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from medvl.checkpoint_path import CheckpointNotFound
 from medvl.jsonio import write_json
 from train.adapters import trainable_summary
 from train.builder import build, derived_values, end_distributed
@@ -108,7 +109,7 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     try:
         summary = run(margs, dargs, sargs, targs, fargs)
-    except UntrustedCheckpoint as e:
+    except (UntrustedCheckpoint, CheckpointNotFound) as e:  # CheckpointNotFound: a wrong --model_name_or_path
         sys.exit(f"error: {e}")
     end_distributed()  # the process ends here: leave the process group before interpreter exit
     if int(os.environ.get("RANK", "0")) == 0:
