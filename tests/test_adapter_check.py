@@ -2,7 +2,6 @@
 do not fit, are refused in one line naming both; a matching pair still loads."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
