@@ -114,13 +114,13 @@ def run(n: int, workdir: Path, processor_model: str | None = None, whole_load: b
     clean = workdir / "clean.jsonl"
     rss, sec, _ = run_measured("data_process.validate", ["--schema_only", "--data", str(conv), "--out", str(clean),
                                                          "--no_progress"], workdir)
-    vrep = json.loads((workdir / "clean.jsonl.report.json").read_text())
+    vrep = json.loads((workdir / "clean.report.json").read_text())
     res["validate_schema_only"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "input": vrep["input"],
                                    "kept": vrep["kept"], "rejected": vrep["rejected"]}
     if processor_model:
         rss, sec, _ = run_measured("data_process.validate", ["--model", processor_model, "--data", str(conv), "--out",
                                                              str(workdir / "clean_proc.jsonl"), "--no_progress"], workdir)
-        prep = json.loads((workdir / "clean_proc.jsonl.report.json").read_text())
+        prep = json.loads((workdir / "clean_proc.report.json").read_text())
         res["validate_processor"] = {"peak_rss_mib": round(rss, 1), "seconds": round(sec, 2), "input": prep["input"],
                                      "kept": prep["kept"], "rejected": prep["rejected"],
                                      "records_per_s": round(prep["input"] / sec, 1)}

@@ -113,7 +113,12 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     end_distributed()  # the process ends here: leave the process group before interpreter exit
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"stage {sargs.stage} done: adapter in {targs.output_dir}, TensorBoard logs in {summary['tensorboard_dir']}")
+        out = Path(targs.output_dir).resolve()
+        tb = Path(summary["tensorboard_dir"]).resolve()
+        logs = (f"TensorBoard: tensorboard --logdir {tb}" if tb.is_dir() and any(tb.rglob("events.out.tfevents*"))
+                else f"no TensorBoard logs (report_to {targs.report_to})")
+        print(f"stage {sargs.stage} done: {'adapter' if (out / 'adapter_config.json').exists() else 'checkpoint'} "
+              f"in {out}; {logs}")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def pipeline(corpus, tiny_models, tmp_path_factory):
     clean = out / "clean.json"
     validate.main(["--model", model, "--data", str(to_validate), "--out", str(clean), "--max_len", "256",
                    "--image_root", str(corpus["images"]), "--no_progress"])
-    val_report = json.loads(Path(str(clean) + ".report.json").read_text())
+    val_report = json.loads(clean.with_name(clean.stem + ".report.json").read_text())
     # 3. training straight on the unvalidated file: its own pre-step validation must reject the same records
     s = run(*parse_args(["--model_name_or_path", model, "--train_data", str(to_validate), "--output_dir", str(out / "s2"),
                          "--image_root", str(corpus["images"]), "--max_len", "256", "--stage", "2", "--max_steps", "3",

@@ -67,7 +67,7 @@ def test_max_image_bytes_is_configurable(images, tiny_models, tmp_path):
     out = tmp_path / "clean.jsonl"
     validate.main(["--model", str(tiny_models["qwen2_vl"]), "--data", str(data), "--out", str(out),
                    "--image_root", str(images), "--max_image_bytes", str(size - 1), "--no_progress"])
-    rep = json.loads(Path(str(out) + ".report.json").read_text())
+    rep = json.loads(Path(out).with_name(Path(out).stem + ".report.json").read_text())
     assert rep["kept"] == 0 and rep["rejected_by_reason"] == {"image_file_too_large": {"count": 1, "ids": ["ok"]}}
     assert f"{size} bytes > {size - 1}" in rep["details"]["ok"]
 
