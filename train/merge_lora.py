@@ -71,19 +71,29 @@ def _quantized_training_gap(base: str, adapter: str, dtype: str, batch, ref) -> 
     return {"trained_quantization": kind, "max_abs_diff_vs_quantized_training": gap}
 
 
+def _silent(message: str) -> None:
+    pass
+
+
 def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = None, dtype: str = "float32",
-          atol: float = 1e-4) -> dict:
+          atol: float = 1e-4, step=_silent) -> dict:
+    """`step(message)` hears each of the 5 stages as it starts (the command line prints them: a 7B merge takes
+    minutes, and a silent one looks hung)."""
+    step(f"[1/5] loading the base {base}")
     model, processor, family = load_model_and_processor(base, dtype=dtype)
     check_adapter_fits(model, adapter, base, family)  # one line, not PEFT's silence or size mismatches
+    step(f"[2/5] loading the adapter {adapter} and computing its reference logits")
     peft_model = PeftModel.from_pretrained(model, adapter)
     batch = _probe_batch(processor, probe_records)
     ref = _logits(peft_model, batch)
+    step("[3/5] merging the adapter into the base weights")
     merged = peft_model.merge_and_unload()
     in_memory = (_logits(merged, batch) - ref).abs().max().item()
     out_dir = Path(out)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
+    step(f"[4/5] saving to {tmp}")
     merged.save_pretrained(tmp)
     src = Path(adapter) if (Path(adapter) / "tokenizer_config.json").exists() else Path(base)
     for name in PROCESSOR_FILES:
@@ -92,6 +102,7 @@ def merge(base: str, adapter: str, out: str, probe_records: list[dict] | None = 
     if not (tmp / "tokenizer_config.json").exists():  # hub base: write the processor parts we loaded
         processor.tokenizer.save_pretrained(tmp)
         processor.image_processor.save_pretrained(tmp)
+    step("[5/5] reloading the saved checkpoint and comparing its logits with the adapter model's")
     reloaded, _, _ = load_model_and_processor(str(tmp), dtype=dtype)
     from_disk = (_logits(reloaded, batch) - ref).abs().max().item()
     report = {"base": base, "adapter": adapter, "out": str(out_dir), "family": family.name,
@@ -123,10 +134,17 @@ def main(argv=None):
         probe = read_records(a.probe_data)
     atol = a.atol if a.atol is not None else (1e-4 if a.dtype == "float32" else 5e-2)
     try:
-        rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol)
+        rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol,
+                    step=lambda m: print(f"merge_lora: {m}", file=sys.stderr, flush=True))
     except (CheckpointNotFound, AdapterMismatch) as e:  # a wrong path or a foreign adapter: one line, no traceback
         sys.exit(f"error: {e}")
-    print(f"merged and verified: {rep['out']} (max |logit diff| {rep['max_abs_diff_reloaded']:.2e} <= {atol})")
+    print(f"merged and verified: {Path(rep['out']).resolve()} (max |logit diff| {rep['max_abs_diff_reloaded']:.2e} "
+          f"<= {atol})")
+    if rep.get("trained_quantization"):  # QLoRA: the merged 16-bit model is not the 4/8-bit model it was trained as
+        gap = rep.get("max_abs_diff_vs_quantized_training")
+        print(f"trained on a {rep['trained_quantization']} base: max |logit diff| to the quantized model it was "
+              f"trained as {gap:.2e}" if gap is not None else
+              f"trained on a {rep['trained_quantization']} base; distance to it not measured ({rep.get('note')})")
 
 
 if __name__ == "__main__":
