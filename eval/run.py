@@ -17,7 +17,8 @@ Environment (MODELS, TEST_DATA, TYPE_MAPPING required):
   PROMPT_MODE     default | custom (+ SYSTEM_PROMPT_FILE)
   MIN_PIXELS / MAX_PIXELS  one image budget for every model (default: each checkpoint's / adapter's saved one)
   MAX_LEN         longest prompt (default: the model's context)
-  NUM_WORKERS     encoding processes of eval.generate (not dataloader workers)
+  ENCODE_WORKERS  prompt-encoding processes of generation and perplexity (training's NUM_WORKERS is its dataloader
+                  workers; evaluation ignores NUM_WORKERS)
   COMPILE_VISION=1  torch.compile the vision blocks      OVERWRITE=1  start this run's models afresh
   BERTSCORE_MODEL (name or local path) + BERTSCORE_LAYERS
   HTML=0          no RESULT_DIR/report.html               RUNS  training output folders for the report's curves
@@ -64,7 +65,7 @@ def commands(env: Mapping[str, str], py: str = sys.executable) -> list[list[str]
                       ("MAX_PIXELS", "--max_pixels"), ("MAX_LEN", "--max_len"), ("LIMIT", "--limit")):
         if env.get(var):
             same += [flag, env[var]]
-    speed = (["--num_workers", env["NUM_WORKERS"]] if env.get("NUM_WORKERS") else []) + \
+    speed = (["--num_workers", env["ENCODE_WORKERS"]] if env.get("ENCODE_WORKERS") else []) + \
             (["--compile_vision"] if env.get("COMPILE_VISION") == "1" else [])
     generate = [py, "-m", "eval.generate", *models, "--test_data", test, "--out_dir", preds, "--batch_size", batch,
                 "--max_new_tokens", env.get("MAX_NEW_TOKENS") or "64", *same, *speed,

@@ -162,7 +162,7 @@ USAGE = """Fine-tune a Qwen-VL model: one entry point, the stage is a config.
     # QLoRA: 4-bit LLM + LoRA, 8-bit AdamW, early stopping when closed accuracy stalls for 3 evaluations
     python -m train.finetune --stage 2 --model_name_or_path out/stage1_merged --train_data train.json --bf16 \\
         --quantization 4bit --optim adamw_8bit --eval_data val.json --eval_strategy steps --eval_steps 100 \\
-        --metric_for_best_model closed_accuracy --early_stopping_patience 3 --output_dir out/stage2_qlora
+        --metric_for_best_model eval_closed_accuracy --early_stopping_patience 3 --output_dir out/stage2_qlora
     # full fine-tuning of merger + LLM, ViT frozen, own LRs (no adapter: the output is a checkpoint)
     python -m train.finetune --stage 2 --train_merger full --train_llm full --merger_lr 1e-5 --llm_lr 5e-6 ...
     # multi-GPU: torchrun --nproc_per_node 4 -m train.finetune ... --deepspeed ds_configs/zero2.json

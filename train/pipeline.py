@@ -295,8 +295,9 @@ def main(argv=None) -> None:
     print(f"Stage-1 merged  : {skipped or out + '/stage1_merged'}")
     print(f"Stage-2 adapter : {r['stage2']}   (base for it: {r['stage2_base']})")
     print(f"TensorBoard     : tensorboard --logdir {out}")
-    print(f"Evaluate        : MODELS=\"base={r['model']} stage2={r['stage2_base']}+{r['stage2']}\" TEST_DATA=... "
-          "bash scripts/run_eval.sh")
+    print(f"Evaluate        : MODELS=\"base={r['model']} stage2={r['stage2_base']}+{r['stage2']}\" "
+          f"TEST_DATA=test.json TYPE_MAPPING=type_mapping.json bash {REPO / 'scripts/run_eval.sh'}   "
+          "(both from python -m data_process.data_trans)")
 
 
 if __name__ == "__main__":
