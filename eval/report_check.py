@@ -197,13 +197,18 @@ def ink_fraction(png: bytes) -> float:
     return float(1.0 - counts.max() / counts.sum())
 
 
+FULL_PAGE_CAP = 16000
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.report_check", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("html", type=Path, help="the report (or any local HTML file)")
     p.add_argument("--out", type=Path, required=True, help="PNG screenshot to write")
     p.add_argument("--width", type=int, default=1400)
-    p.add_argument("--height", type=int, default=3000, help="screenshot at most this many px from the top")
+    p.add_argument("--height", type=int, default=FULL_PAGE_CAP,
+                   help=f"screenshot at most this many px from the top (default {FULL_PAGE_CAP}: the whole page "
+                        "of any report; Chromium's screenshot limit is 16384)")
     a = p.parse_args(argv)
     if not a.html.is_file():
         print(f"error: {a.html}: file not found", file=sys.stderr)
@@ -218,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_bytes(res.png)
     os.replace(tmp, a.out)  # atomic: a half-written PNG never lands in docs/
     ink = ink_fraction(res.png)
-    print(f"screenshot: {a.out} (page height {res.page_height} px, {ink:.1%} non-background pixels)")
+    shot = min(res.page_height, a.height)
+    part = "the whole page" if shot >= res.page_height else f"the top {shot} of {res.page_height} px (--height)"
+    print(f"screenshot: {a.out} ({part}, {ink:.1%} non-background pixels)")
     for line in res.console_errors:
         print(f"console error: {line}", file=sys.stderr)
     return 1 if res.console_errors or ink < 0.01 else 0

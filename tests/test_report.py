@@ -245,6 +245,22 @@ def test_browser_check_catches_errors(tmp_path, capsys):
     assert "0.0% non-background pixels" in capsys.readouterr().out
 
 
+def test_browser_check_captures_the_whole_page_by_default(tmp_path, capsys):
+    """A report is ~15,000 px tall; the default screenshot took the top 3,000 of it without saying so."""
+    from PIL import Image
+
+    from eval.report_check import main
+
+    tall = tmp_path / "tall.html"
+    rows = "".join(f"<div style='height:50px;background:{'#36c' if i % 2 else '#fff'}'></div>" for i in range(100))
+    tall.write_text(f"<!doctype html><html><body style='margin:0'>{rows}</body></html>")  # 5000 px, half ink
+    assert main([str(tall), "--out", str(tmp_path / "tall.png")]) == 0
+    assert "(the whole page," in capsys.readouterr().out
+    assert Image.open(tmp_path / "tall.png").size[1] >= 5000
+    assert main([str(tall), "--out", str(tmp_path / "top.png"), "--height", "1000"]) == 0
+    assert "the top 1000 of 5000 px (--height)" in capsys.readouterr().out
+
+
 def test_zero_image_size_draws_no_box_and_says_so(tmp_path):
     """image_size [0, 0] (in a prediction row, its input size, or a reference box) scales nothing: the card is
     made without boxes and the count is in info, instead of a ZeroDivisionError that stops the whole report."""
