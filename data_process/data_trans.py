@@ -5,6 +5,12 @@
 
 type_mapping.json is a flat lookup `{id: {"answer_type", "closed_type" (closed only), "dataset", <native category>}}`;
 categories.json holds the counts per dataset and category (kept apart so the mapping holds nothing but ids).
+With --train_data, the test records are audited against those training records (data_process.leakage: same or
+near-duplicate image, same question-answer pair, same image and question): one warning line per overlapping training
+file on stderr, and the counts in categories.json under "leakage" (the full report: python -m data_process.leakage).
+
+    python -m data_process.data_trans --inputs vqa_rad.json --output_dir eval_data --train_data train.json
+
 The three are written as one set, with `set.manifest.json` (their sha256): every reader (medvl.jsonio) refuses a
 set that a kill left half-replaced, naming the files, instead of pairing a new test.json with an old mapping.
 Native categories: VQA-RAD `question_type` (canonical, combinations joined with ", "), SLAKE `content_type`,
@@ -25,6 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_process import leakage
 from medvl.categories import NATIVE_KEY, categorize  # noqa: F401  (NATIVE_KEY: tests/test_evaluate.py reads it here)
 from medvl.jsonio import DataError, read_records, write_json_set
 from medvl.schema import record_problems
@@ -79,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of the set (test.json, type_mapping.json, categories.json); --out_dir is the old name")
     p.add_argument("--split", default="test", help="split to keep (default test; 'all' keeps every record)")
     p.add_argument("--out_name", default="test.json", help="file name of the selected records (default test.json)")
+    p.add_argument("--train_data", nargs="+", default=None, metavar="TRAIN.json",
+                   help="training records to audit the test set against (data_process.leakage; records of split "
+                        "train or without a split): a warning per overlapping file, counts in categories.json")
     args = p.parse_args(argv)
     split = None if args.split == "all" else args.split
     try:
@@ -89,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print(f"error: no record of split {args.split!r} in {args.inputs}", file=sys.stderr)
         return 2
+    if args.train_data:
+        try:
+            report = leakage.audit(leakage.records_of_files(args.train_data), records, train_split="train",
+                                   test_split=None,
+                                   train_files=[str(Path(f).resolve()) for f in args.train_data],
+                                   test_files=[str((Path(args.output_dir) / args.out_name).resolve())])
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for line in leakage.file_warnings(report):
+            print(line, file=sys.stderr)
+        summary["leakage"] = {"train_data": report["train_files"], "params": report["params"],
+                              "summary": report["summary"], "by_file": report["by_file"]}
     out = Path(args.output_dir)
     # one set: a reader never pairs a new test.json with an old type_mapping.json (io.write_json_set)
     try:
