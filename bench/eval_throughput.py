@@ -8,6 +8,10 @@ b/a, and how often (b)'s tokens equal (a)'s (bf16 batched vs one-by-one numerics
 is a CI test). (a) is a per-record loop, so its rate is measured on the first --n_a records (median of --repeats_a
 passes); (b) runs all --n records (a test set, not one batch), median of --repeats passes.
 
+(c) (--hf_batch_size, default 64) is the real peer a user writes instead of the loop: the transformers processor with
+left padding, one `model.generate` per 64 records in file order, sdpa, preprocessing in line; all --n records, median
+of --repeats passes; its ratio to (b) is printed per row (ratio_b_hf).
+
 --breakdown adds where (b)'s time goes: the encoding pipeline alone (no GPU), the GPU alone on pre-encoded batches,
 the vision tower alone, and prefill alone (1 new token).
 
@@ -72,6 +76,43 @@ def batched(model, processor, family, records, new_tokens, batch_size=48, pool=N
     if waits is not None:
         waits.append((wait, enc / len(records)))
     return [by_id[r["id"]] for r in records]
+
+
+def hf_batched(model, processor, family, records, new_tokens, batch_size=64, hf_proc=None, **_):
+    """(c) what a user writes instead of the loop: the transformers processor with left padding, `batch_size`
+    records per `model.generate` call, in file order, preprocessing in line, sdpa (the model as loaded)."""
+    from PIL import Image
+
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(records), batch_size):
+        chunk = records[i:i + batch_size]
+        images = [Image.open(r["image"]).convert("RGB") for r in chunk]
+        texts = [hf_proc.apply_chat_template([{"role": "user", "content": [
+            {"type": "image"}, {"type": "text", "text": r["conversations"][0]["value"].replace("<image>\n", "")}]}],
+            tokenize=False, add_generation_prompt=True) for r in chunk]
+        inputs = hf_proc(text=texts, images=images, padding=True, return_tensors="pt").to(dev)
+        with torch.no_grad():
+            gen = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+        out += [row.tolist() for row in gen[:, inputs["input_ids"].shape[1]:]]
+    return out
+
+
+def left_padded_hf_processor(processor):
+    """The processor a user loads for batched generation: its own tokenizer copy, padding on the left."""
+    import copy
+
+    from bench.peers import hf_processor
+    tok = copy.deepcopy(processor.tokenizer)
+    tok.padding_side = "left"
+    return hf_processor(tok, processor.image_processor)
+
+
+def _agreement(ids_a, ids_x) -> tuple[float, float]:
+    n = len(ids_a)
+    seq = sum(x == y for x, y in zip(ids_a, ids_x)) / n
+    tok = sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_x)) / sum(len(x) for x in ids_a)
+    return seq, tok
 
 
 def set_vision(model, variant: str) -> str:
@@ -141,6 +182,8 @@ def main(argv=None):
     p.add_argument("--repeats_a", type=int, default=3, help="timed repeats of the per-sample loop (median)")
     p.add_argument("--vision", nargs="+", choices=["sdpa", "varlen", "varlen+compile"], default=["varlen"],
                    help="(b)'s vision tower variants, run in this order (compile cannot be undone: put it last)")
+    p.add_argument("--hf_batch_size", type=int, default=64,
+                   help="batch of (c), HF batched generate with left padding; 0 skips (c)")
     p.add_argument("--breakdown", action="store_true", help="also time (b)'s parts on their own (first batch size)")
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     a = p.parse_args(argv)
@@ -160,6 +203,7 @@ def main(argv=None):
     model, processor, family = load_model_and_processor(ckpt, dtype="bfloat16", attn_implementation="sdpa")
     model = model.to(device).eval()
     records = make_records(a.n, tmp)
+    hf_proc = left_padded_hf_processor(processor) if a.hf_batch_size else None
     n_a = min(a.n_a, a.n)
     common = {"config": Path(a.config).stem, "n": a.n, "n_a": n_a, "repeats_a": a.repeats_a, "repeats_b": a.repeats,
               "num_workers": a.num_workers, "pool_start_s": pool_start,
@@ -170,6 +214,14 @@ def main(argv=None):
         per_sample(model, processor, family, records[:2], k)  # warm-up both paths
         batched(model, processor, family, records[:4], k, 4, pool)
         ta, ma, ids_a = timed(per_sample, model, processor, family, records[:n_a], k, repeats=a.repeats_a)
+        hf = {}
+        if a.hf_batch_size:  # (c) on all --n records, stock sdpa vision, as the model loaded
+            hf_batched(model, processor, family, records[:4], k, 4, hf_proc=hf_proc)  # warm-up
+            tc, mc, ids_c = timed(hf_batched, model, processor, family, records, k, batch_size=a.hf_batch_size,
+                                  hf_proc=hf_proc, repeats=a.repeats)
+            seq_c, tok_c = _agreement(ids_a, ids_c[:n_a])
+            hf = {"hf_batch_size": a.hf_batch_size, "hf_samples_per_s": a.n / tc, "hf_tokens_per_s": a.n * k / tc,
+                  "hf_peak_gib": mc, "hf_seconds": tc, "hf_sequence_agreement": seq_c, "hf_token_agreement": tok_c}
         for vit in a.vision:
             vit_impl = set_vision(model, vit)
             for w in (2, 4, 8):  # warm-up: this path's kernels (and, compiled, its dynamic-shape graphs)
@@ -186,7 +238,9 @@ def main(argv=None):
                        "worker_encode_ms_per_sample": 1000 * statistics.median(e for _, e in waits), "b_seconds": tb,
                        "sequence_agreement": sum(x == y for x, y in zip(ids_a, ids_b)) / n_a,
                        "token_agreement": sum(sum(u == v for u, v in zip(x, y)) for x, y in zip(ids_a, ids_b))
-                       / sum(len(x) for x in ids_a)}
+                       / sum(len(x) for x in ids_a), **hf}
+                if hf:
+                    row["ratio_b_hf"] = row["b_samples_per_s"] / hf["hf_samples_per_s"]
                 if a.breakdown and j == 0:
                     row["breakdown"] = breakdown(model, processor, family, records, k, bs, pool)
                 rows.append(row)
@@ -204,6 +258,13 @@ def main(argv=None):
               f"{r['a_samples_per_s']:.2f} | {r['b_samples_per_s']:.1f} | {r['ratio']:.1f}x | "
               f"{r['b_seconds']:.2f} / {r['b_wait_for_encoding_s']:.2f} | {r['a_peak_gib']:.1f} / {r['b_peak_gib']:.1f} | "
               f"{r['sequence_agreement']:.2f} | {r['token_agreement']:.3f} |")
+    for r in rows:
+        if "hf_samples_per_s" in r:
+            print(f"{r['config']} {r['new_tokens']} tok: (c) HF batched generate, batch {r['hf_batch_size']}, left "
+                  f"padding, sdpa: {r['hf_samples_per_s']:.2f} samples/s, peak {r['hf_peak_gib']:.1f} GiB, "
+                  f"seq/tok agreement with (a) {r['hf_sequence_agreement']:.2f} / {r['hf_token_agreement']:.3f}; "
+                  f"(b) {r['vision_attention']} batch {r['batch_size']} / (c) = {r['ratio_b_hf']:.2f}x; "
+                  f"(c) / (a) = {r['hf_samples_per_s'] / r['a_samples_per_s']:.2f}x")
     print(f"encoding pool: {a.num_workers} workers started in {pool_start:.2f}s (once, before the model loaded); "
           f"worker encode time {rows[0]['worker_encode_ms_per_sample']:.1f} ms/sample")
     for r in rows:

@@ -15,7 +15,14 @@ included), T real tokens, N_vit the vision tower's parameters, P the patches it 
 
     python -m bench.train_throughput --config bench/configs/qwen2_vl_2b.json --stage 2 \\
         --variants a b --out bench/results/train_2b_s2.json
+    python -m bench.train_throughput --config bench/configs/qwen2_vl_2b.json --stage 2 \\
+        --variants trl trl_liger trl_liger_nogc a b@32 --out bench/results/peers_h200.json   # vs the peers
     python -m bench.train_throughput --tiny   # CPU smoke run of every path on the tiny model
+
+Peers (bench/peers.py; need trl, datasets and, for liger, liger-kernel on a GPU): TRL SFTTrainer's documented
+vision-language setup (padded, GC on), + liger-kernel (GC on / off); same records, weights, LoRA targets and timer.
+Every run reports its trainable parameters and LoRA modules (they must be equal); the peers also report their loss on
+the loss-check samples, on all non-padding tokens (as TRL trains) and completion-only (as this project trains).
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from peft import LoraConfig, get_peft_model
 from PIL import Image
 from transformers import Trainer, TrainingArguments
 
+from bench import peers
 from bench.random_checkpoint import build_in_memory
 from medvl.collate import VLCollator
 from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
@@ -61,13 +69,14 @@ VARIANTS = {
     "b": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": False}),
     "b_gc": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": True}),
 }
+VARIANTS.update({name: "peer" for name in peers.PEERS})  # the tools users pick instead (bench/peers.py)
 
 
 def parse_variant(spec: str, args) -> tuple[str, int]:
     name, _, batch = spec.partition("@")
     if name not in VARIANTS:
         raise SystemExit(f"unknown variant {name!r}; known: {sorted(VARIANTS)}")
-    return name, int(batch) if batch else (args.batch_a if name == "a" else args.batch_b)
+    return name, int(batch) if batch else (args.batch_a if name == "a" or name in peers.PEERS else args.batch_b)
 
 
 def _words_to_tokens(tok, rng, n_tokens: int) -> str:
@@ -173,8 +182,50 @@ def llm_and_vit_params(model, family) -> tuple[int, int]:
     return llm + (head.numel() if head is emb else 0), vit
 
 
+def run_peer(spec, model_builder, records, args, stage: int, device) -> dict:
+    """A peer of bench/peers.py (TRL SFTTrainer, +liger), on the same records, LoRA targets and step timer as (a)."""
+    name, batch = parse_variant(spec, args)
+    if stage != 2:
+        raise SystemExit(f"{name}: peers are measured in Stage 2 (LLM LoRA) only")
+    model, processor, family = model_builder(attn="sdpa")
+    n_needed = batch * (args.steps + args.warmup)
+    recs = (records * (n_needed // len(records) + 1))[:n_needed]
+    targets = resolve_modules(model, family.llm_regex(["attn", "ffn"]), "bench")
+    targs = dict(output_dir=str(args.tmp / f"out_{spec}"), per_device_train_batch_size=batch,
+                 bf16=device.type == "cuda", use_cpu=device.type != "cuda",
+                 optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch", learning_rate=1e-4,
+                 max_steps=args.steps + args.warmup, report_to=[], save_strategy="no", logging_steps=10 ** 6,
+                 dataloader_num_workers=args.workers, disable_tqdm=True, seed=0, lr_scheduler_type="constant")
+    trainer, hf_proc = peers.build_trl_trainer(name, model, processor.tokenizer, processor.image_processor, recs,
+                                               targets, targs, _timed)
+    check = peers.loss_check(trainer, hf_proc, records)
+    trainer.step_log, trainer.profile_at = [], (args.warmup - 1 if args.profile else None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train()
+    log = [s for s in trainer.step_log if s is not None]
+    timed = [s for s in trainer.step_log[args.warmup:] if s is not None]
+    if not timed:
+        raise RuntimeError(f"{name}: no timed steps (steps={args.steps}, warmup={args.warmup})")
+    n_llm, n_vit = llm_and_vit_params(trainer.model, family)
+    flops = [(4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in timed]
+    liger, gc = peers.PEERS[name]
+    return {"variant": spec, "stage": stage, "batch": batch, "peer": name, "liger": liger,
+            "gradient_checkpointing": gc, "timed_steps": len(timed),
+            "tokens_per_s": statistics.median(s["tokens"] / s["seconds"] for s in timed),
+            "samples_per_s": statistics.median(s["samples"] / s["seconds"] for s in timed),
+            "median_step_s": statistics.median(s["seconds"] for s in timed),
+            "tokens_per_step": statistics.median(s["tokens"] for s in timed),
+            "achieved_tflops": statistics.median(flops) / 1e12,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else None,
+            "losses": [round(s["loss"], 4) for s in log], "loss_check": check,
+            **peers.trainable_summary(trainer.model), "profile": getattr(trainer, "profile", None)}
+
+
 def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     name, batch = parse_variant(spec, args)
+    if name in peers.PEERS:
+        return run_peer(spec, model_builder, records, args, stage, device)
     speed_opts, targ_opts = VARIANTS[name] or ({}, {"gradient_checkpointing": True})
     if stage == 1:  # the merger trains in Stage 1: its input (ViT output) could be cached, its output cannot
         speed_opts = {k: v for k, v in speed_opts.items() if k != "vision_cache"}
@@ -232,10 +283,14 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
            "tokens_per_step": statistics.median(s["tokens"] for s in timed),
            "achieved_tflops": statistics.median(flops) / 1e12,
            "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else None,
-           "losses": [round(s["loss"], 4) for s in log], "profile": getattr(trainer, "profile", None)}
+           "losses": [round(s["loss"], 4) for s in log], **peers.trainable_summary(trainer.model),
+           "profile": getattr(trainer, "profile", None)}
     if speed.vision_cache:
         first = [s for s in full_log[1:per_epoch] if s is not None]
         out["first_epoch_tokens_per_s"] = statistics.median(s["tokens"] / s["seconds"] for s in first) if first else None
+        out["first_epoch_samples_per_s"] = statistics.median(s["samples"] / s["seconds"] for s in first) if first else None
+        out["first_epoch_tflops"] = statistics.median(
+            (4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in first) / 1e12 if first else None
         out["vision_cache"] = trainer.vision_cache.summary()
     del trainer, model
     if device.type == "cuda":
@@ -337,25 +392,54 @@ def main(argv=None):
         r["wall_s"] = round(time.time() - t0, 1)
         result["runs"].append(r)
         print(json.dumps({k: x for k, x in r.items() if k not in ("profile", "stderr_tail")}), flush=True)
+        if "error" in r:
+            print(r["stderr_tail"][-1500:], flush=True)
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(result, indent=1))
-    base = next((r for r in result["runs"] if r["variant"] == "a" and "error" not in r), None)
+    print_summary(result)
+
+
+def print_summary(result: dict) -> None:
+    """The markdown table: every run's rate, memory, MFU, trained parameters, and its ratio to (a) and to the
+    fastest peer (bench/peers.py) of the same run; epoch 1 of a vision-cache run as its own row."""
+    ok = [r for r in result["runs"] if "error" not in r]
+    base = next((r for r in ok if r["variant"] == "a"), None)
+    peer_rates = [r["tokens_per_s"] for r in ok if r.get("peer")]
+    fastest = max(peer_rates) if peer_rates else None
     peak = result["peak_bf16_tflops_measured"]
-    print(f"\n{result['config']} stage {a.stage} on {result['device']}; loss a={result['loss_check']['loss_a']:.4f} "
-          f"b={result['loss_check']['loss_b']:.4f} (rel diff {result['loss_check']['rel_diff']:.2e}); "
+    lc = result["loss_check"]
+    print(f"\n{result['config']} stage {result['stage']} on {result['device']}; loss a={lc['loss_a']:.4f} "
+          f"b={lc['loss_b']:.4f} (rel diff {lc['rel_diff']:.2e}); "
           f"dataloader {result['dataloader']['samples_per_s_per_worker']:.1f} samples/s/worker")
-    print("| variant | batch | GC | tokens/s | samples/s | peak GiB | MFU | vs a |")
-    print("|---|---|---|---|---|---|---|---|")
+    for r in ok:
+        if "loss_check" in r:
+            c = r["loss_check"]
+            print(f"{r['variant']} loss on the same 8 samples: all non-padding tokens {c['loss_all_tokens']:.4f} "
+                  f"({c['label_tokens_all_tokens']} label tokens), completion-only {c['loss_completion_only']:.4f} "
+                  f"({c['label_tokens_completion_only']}); first training-step loss {r['losses'][0]}")
+    print("| variant | batch | GC | real tokens/s | samples/s | peak GiB | MFU | trainable params (LoRA modules) "
+          "| vs a | vs fastest peer |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def row(name, r, rate, samples, tflops):
+        ratio = rate / base["tokens_per_s"] if base else float("nan")
+        vs_peer = rate / fastest if fastest else float("nan")
+        mfu = tflops / peak if peak == peak and tflops is not None else float("nan")
+        print(f"| {name} | {r['batch']} | {r['gradient_checkpointing']} | {rate:.0f} | {samples:.2f} | "
+              f"{r['peak_gib'] or 0:.1f} | {mfu:.1%} | {r.get('trainable_params', 0):,} ({r.get('lora_modules')}) | "
+              f"{ratio:.2f}x | {vs_peer:.2f}x |")
+
     for r in result["runs"]:
         if "error" in r:
-            print(f"| {r['variant']} | | | {r['error'][:40]} | | | | |")
+            print(f"| {r['variant']} | | | {r['error'][:40]} | | | | | | |")
             continue
-        ratio = r["tokens_per_s"] / base["tokens_per_s"] if base else float("nan")
-        mfu = r["achieved_tflops"] / peak if peak == peak else float("nan")
-        print(f"| {r['variant']} | {r['batch']} | {r['gradient_checkpointing']} | {r['tokens_per_s']:.0f} | "
-              f"{r['samples_per_s']:.2f} | {r['peak_gib'] or 0:.1f} | {mfu:.1%} | {ratio:.2f}x |")
-
+        if r.get("first_epoch_tokens_per_s"):
+            row(f"{r['variant']} epoch 1", r, r["first_epoch_tokens_per_s"], r.get("first_epoch_samples_per_s", 0),
+                r.get("first_epoch_tflops"))
+            row(f"{r['variant']} epoch 2", r, r["tokens_per_s"], r["samples_per_s"], r["achieved_tflops"])
+        else:
+            row(r["variant"], r, r["tokens_per_s"], r["samples_per_s"], r["achieved_tflops"])
 
 if __name__ == "__main__":
     main()
