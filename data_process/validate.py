@@ -20,7 +20,8 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from data_process.conversion.cli import report_path
-from medvl.jsonio import BadLine, DataError, iter_records, write_json, write_json_list, write_jsonl
+from data_process.validation_cache import cache_key, lookup, store
+from medvl.jsonio import BadLine, DataError, iter_records, read_records, write_json, write_json_list, write_jsonl
 from medvl.paths import MAX_IMAGE_BYTES
 from medvl.samples import SampleError
 from medvl.schema import record_problems
@@ -95,6 +96,27 @@ def validate_records(records: Iterable, processor, progress: bool = True) -> tup
     return kept, rep
 
 
+def validate_cached(records: list, processor, progress: bool = True) -> tuple[list[dict], dict, str | None]:
+    """validate_records, reusing the verdict on the same records, images and preprocessing
+    (data_process/validation_cache.py): (clean records, report dict, the cache file reused or None)."""
+    key = cache_key(records, processor)
+    hit = lookup(key, records)
+    if hit is not None:
+        return hit
+    kept, rep = validate_records(records, processor, progress=progress)
+    if key is not None:
+        store(key, kept, rep.as_dict())
+    return kept, rep.as_dict(), None
+
+
+def summary_of(report: dict) -> str:
+    """ValidationReport.summary() of a report dict (as_dict's form)."""
+    rep = ValidationReport(input=report["input"], kept=report["kept"])
+    for reason, entry in report.get("rejected_by_reason", {}).items():
+        rep.rejected[reason] = list(entry["ids"])
+    return rep.summary()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_name_or_path", "--model", dest="model_name_or_path", default=None, metavar="PATH",
@@ -139,6 +161,13 @@ def main(argv=None):
         write_json(report_path(a.out), rep.as_dict())
     except DataError as e:  # a broken .json list (a .jsonl's bad lines are rejected one by one), a full disk
         raise SystemExit(f"error: {e}") from None
+    if processor is not None:  # training on the clean file then skips its own validation pass
+        clean = read_records(a.out)
+        key = cache_key(clean, processor)
+        if key is not None:
+            store(key, clean, {"input": len(clean), "kept": len(clean), "rejected": 0, "rejected_by_reason": {},
+                               "details": {}, "max_tokens_kept": rep.max_tokens,
+                               "validated_by": f"python -m data_process.validate (from {Path(a.data).resolve()})"})
     print(rep.summary())
     print(f"clean data: {Path(a.out).resolve()}\nreport: {report_path(a.out).resolve()}")
 

@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# validation verdicts are reused across runs (data_process/validation_cache.py): the suite keeps its own, per run
+if "MEDVL_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["MEDVL_CACHE_DIR"] = tempfile.mkdtemp(prefix="medvl-validation-cache-")
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

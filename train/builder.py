@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback, set_seed
 
-from data_process.validate import validate_records
+from data_process.validate import summary_of, validate_cached
 from medvl.collate import VLCollator, make_keepalive
 from medvl.encoding import DEFAULT_SYSTEM
 from medvl.families import ModelFamily
@@ -132,12 +132,13 @@ def load_splits(dargs: DataArguments, processor, progress: bool = True) -> tuple
     if dargs.skip_validation:
         return splits, reports
     for name in list(splits):
-        splits[name], rep = validate_records(splits[name], processor, progress=progress)
-        reports[name] = rep.as_dict()
+        # an unchanged file, images and preprocessing reuse the last verdict (data_process/validation_cache.py)
+        splits[name], rep, reused = validate_cached(splits[name], processor, progress=progress)
+        reports[name] = dict(rep, reused_from=reused) if reused else rep
         if progress:
-            log.info("%s data: %s", name, rep.summary())
+            log.info("%s data: %s%s", name, summary_of(rep), f" (validated before: {reused})" if reused else "")
         if not splits[name]:
-            raise ValueError(f"no valid {name} records left after validation: {rep.summary()}")
+            raise ValueError(f"no valid {name} records left after validation: {summary_of(rep)}")
     return splits, reports
 
 

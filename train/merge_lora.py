@@ -28,8 +28,9 @@ from PIL import Image
 from medvl.adapter_check import AdapterMismatch, check_adapter_fits
 from medvl.checkpoint_path import CheckpointNotFound
 from medvl.collate import VLCollator
-from medvl.jsonio import read_records, write_json
+from medvl.jsonio import DataError, write_json
 from medvl.loading import load_model_and_processor
+from train.data import load_records
 
 PROCESSOR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
                    "added_tokens.json", "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
@@ -125,13 +126,17 @@ def main(argv=None):
                    help="base checkpoint dir or hub id the adapter was trained on")
     p.add_argument("--adapter", required=True, help="adapter dir (train.finetune output)")
     p.add_argument("--output_dir", "--out_dir", "--out", dest="out", required=True, help="merged checkpoint dir")
-    p.add_argument("--probe_data", default=None, help="records to compare logits on (default: a generated image)")
+    p.add_argument("--probe_data", default=None, help="records (comma-separated files) to compare logits on; "
+                                                      "default: a generated image")
     p.add_argument("--dtype", default="float32", help="float32 verifies tightly; bfloat16 halves the size on disk")
     p.add_argument("--atol", type=float, default=None, help="max |logit diff| (default 1e-4 fp32, 5e-2 bf16/fp16)")
     a = p.parse_args(argv)
     probe = None
     if a.probe_data:
-        probe = read_records(a.probe_data)
+        try:
+            probe = load_records(a.probe_data)  # comma-separated files, like --eval_data (the pipeline passes it)
+        except DataError as e:
+            sys.exit(f"error: --probe_data: {e}")
     atol = a.atol if a.atol is not None else (1e-4 if a.dtype == "float32" else 5e-2)
     try:
         rep = merge(a.base, a.adapter, a.out, probe, a.dtype, atol,
