@@ -6,6 +6,11 @@ type_mapping.json (from `python -m data_process.data_trans`). Writes, atomically
   <out_dir>/model_comparison_tables.md   one table per category, best per row in bold, CIs, paired tests, notes
   <out_dir>/model_comparison_tables.txt  the same as plain text (best marked with *)
   <out_dir>/evaluation_metrics.json      every number, per-sample scores, paired tests
+  <out_dir>/protocols.json               {protocol: {model: {category: {metric: value}}}}: the same predictions
+                                         scored under each --protocols convention (strict, llava_med, medevalkit,
+                                         lmms_eval; medvl/metrics/protocols/); protocols_detail.json adds n, CIs,
+                                         presets and rules; the tables get one table per protocol and the
+                                         published baselines of the same protocol and dataset (eval/baselines.json)
   <out_dir>/plots/*.png                  bar charts per category group, headline.png (every category's headline
                                          metric), curves_<stage>.png (training curves) (unless --no_plots)
   <out_dir>/report.html                  with --html: one self-contained page with the tables, curves, plots and
@@ -43,7 +48,9 @@ from pathlib import Path
 from medvl.jsonio import DataError
 from medvl.metrics.errors import MetricUnavailable
 from eval.curves import find_runs, runs_from_results
+from medvl.metrics.protocols import parse_names
 from eval.evaluate import compare_models, evaluate_models
+from eval.protocol_tables import score_protocols, write_protocols
 from eval.report import write_report
 from eval.tables import compact_overall, write_tables
 
@@ -94,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "evaluated adapters that hold a run_summary.json)")
     p.add_argument("--html_max_samples", type=int, default=1000, metavar="N",
                    help="gallery size of the report; above it a seeded random subset (default 1000)")
+    p.add_argument("--protocols", default="all", metavar="NAMES",
+                   help="scoring protocols for protocols.json and the protocol tables, comma-separated: strict, "
+                        "llava_med, medevalkit, lmms_eval (default all; none: skip)")
     p.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstraps and paired tests (default 0)")
     return p
@@ -112,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                                   allow_missing=args.allow_missing_metrics, allow_partial=args.allow_partial,
                                   n_boot=args.n_boot, seed=args.seed)
         runs = find_runs(args.runs) if args.runs else None
+        names = [] if args.protocols == "none" else parse_names(args.protocols)
+        protocols = score_protocols(results, paths, args.type_mapping, names, n_boot=args.n_boot,
+                                    seed=args.seed) if names else None
     except ValueError as e:  # DataError (bad input, named sample) or an unknown --family
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -120,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 3
     comparisons = compare_models(results, seed=args.seed) if len(results) > 1 else {}
-    written = write_tables(results, args.out_dir, comparisons)
-    for key in ("md", "txt", "json"):
-        print(f"{key}: {written[key]}")
+    written = write_tables(results, args.out_dir, comparisons, protocols=protocols)
+    if protocols:
+        written.update(write_protocols(protocols, args.out_dir))
+    for key in ("md", "txt", "json", "protocols"):
+        if key in written:
+            print(f"{key}: {written[key]}")
     plots = None
     if args.html or not args.no_plots:
         from eval.plots import render_plots, write_plots  # matplotlib: only when plots or the report are asked for
@@ -136,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             path = write_report(results, comparisons, args.out_dir / "report.html", test_data=args.test_data,
                                 runs=runs, image_root=args.image_root, max_samples=args.html_max_samples,
-                                seed=args.seed, plots=plots)
+                                seed=args.seed, plots=plots, protocols=protocols)
         except ValueError as e:  # the test data does not match the predictions
             print(f"error: {e}", file=sys.stderr)
             return 2

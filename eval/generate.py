@@ -13,7 +13,13 @@ n_records = skipped_already_done + generated + len(failed).
     python -m eval.generate --test_data test.json --out_dir result/predictions \
         --model base=Qwen/Qwen2-VL-2B-Instruct --model stage2=Qwen/Qwen2-VL-2B-Instruct+out/stage1+out/stage2 \
         [--prompt_mode default|custom --system_prompt_file prompt.txt] [--batch_size 16] [--max_new_tokens 64]
-        [--min_pixels N --max_pixels N] [--max_len N] [--overwrite]
+        [--min_pixels N --max_pixels N] [--max_len N] [--overwrite] [--preset strict|llava_med|medevalkit|lmms_eval]
+
+--preset NAME generates as that scoring protocol's own runs do (medvl/metrics/protocols/): its system turn, the
+prompt suffix its rule picks per record (e.g. "Answer the question using a single word or phrase."), its
+max_new_tokens; an explicit --max_new_tokens or --prompt_mode custom still wins. run_info.json records the preset and
+the convention used, and the protocol tables say which preset made the predictions they score. Default: strict
+(the model's own system turn, the question as it is, 64 new tokens).
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from medvl.adapter_check import AdapterMismatch
 from medvl.checkpoint_path import CheckpointNotFound
 from eval.model_spec import (ModelSpec, add_model_arguments, fingerprint, load_spec_processor, load_spec_with_encoders,
                          prompt_limit, system_prompt_from_args)
+from medvl.metrics.protocols import PROTOCOLS
 from eval.output_dir import OutputInUse, SettingsChanged, check_folder, clear_outputs, lock_folder
 from eval.prompt_batches import EncoderPool, PromptBatch, prompt_batches
 
@@ -53,11 +60,42 @@ def prediction_row(rec: dict, pred: str, enc, prompt_mode: str) -> dict:
     meta = rec.get("meta") or {}
     human = [t["value"] for t in rec["conversations"] if t["from"] == "human"]
     return {"id": str(rec["id"]), "prediction": pred, "reference": rec["conversations"][-1]["value"],
-            "question": human[-1].replace("<image>", "").strip() if human else "",
+            "question": rec.get("_question", human[-1].replace("<image>", "").strip() if human else ""),
             "answer_type": meta.get("answer_type"), "task": meta.get("task", "vqa"), "dataset": meta.get("dataset"),
             "ref_boxes": meta.get("boxes") or [], "image_size": list(enc.image_sizes[0]) if enc.image_sizes else None,
             "input_size": list(enc.input_sizes[0]) if enc.input_sizes else None, "prompt_mode": prompt_mode,
             **({"answers": meta["answers"]} if meta.get("answers") else {})}  # every accepted form (eval scores all)
+
+
+def record_view(rec: dict) -> dict:
+    """What a preset's suffix rule reads of a record: reference, dataset answer type, dataset, language."""
+    meta = rec.get("meta") or {}
+    return {"reference": rec["conversations"][-1]["value"], "answer_type": meta.get("answer_type"),
+            "dataset": meta.get("dataset"), "lang": meta.get("q_lang")}
+
+
+def apply_preset(records: list[dict], preset: str) -> list[dict]:
+    """Copies of the records with the preset's prompt suffix appended to the last question (the original question is
+    kept for predictions.jsonl); the records themselves are not changed."""
+    proto = PROTOCOLS[preset]
+    out = []
+    for rec in records:
+        suffix = proto.suffix_for(record_view(rec))
+        if not suffix:
+            out.append(rec)
+            continue
+        conv = [dict(t) for t in rec["conversations"]]
+        k = max(i for i, t in enumerate(conv) if t["from"] == "human")
+        question = conv[k]["value"].replace("<image>", "").strip()
+        conv[k]["value"] = conv[k]["value"].rstrip() + suffix
+        out.append({**rec, "conversations": conv, "_question": question})
+    return out
+
+
+def preset_convention(preset: str) -> dict:
+    g = PROTOCOLS[preset].generation
+    return {"system": g.system, "max_new_tokens": g.max_new_tokens, "suffixes": dict(g.suffixes),
+            "decoding": g.decoding, "source": g.source}
 
 
 def screen_records(records: list) -> tuple[list[dict], dict[str, str]]:
@@ -102,7 +140,8 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
                        max_new_tokens: int = 64, system_prompt=DEFAULT_SYSTEM, prompt_mode: str = "default",
                        dtype="auto", device: str | None = None, min_pixels=None, max_pixels=None,
                        sort_by_length: bool = True, progress: bool = True, num_workers: int | None = None,
-                       compile_vision: bool = False, max_len: int | None = None, overwrite: bool = False) -> Path:
+                       compile_vision: bool = False, max_len: int | None = None, overwrite: bool = False,
+                       preset: str = "strict") -> Path:
     out = out_dir / spec.name
     lock_folder(out)  # before reading the folder: a second writer would duplicate or cut what this one writes
     if overwrite:
@@ -113,7 +152,8 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
 
     def same_settings_or_refuse(processor):
         made_with.update(fingerprint(spec, processor, system_prompt, dtype),
-                         decoding={"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens})
+                         decoding={"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens},
+                         preset={"name": preset, "suffixes": dict(PROTOCOLS[preset].generation.suffixes)})
         check_folder(out, made_with)
 
     pool, (model, processor, family) = load_spec_with_encoders(
@@ -122,12 +162,13 @@ def generate_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, batc
     done = completed_ids(pred_path)
     n_records = len(records)
     records, rejected = screen_records(records)
-    todo = [r for r in records if str(r["id"]) not in done]
+    todo = apply_preset([r for r in records if str(r["id"]) not in done], preset)
     info = {"model": spec.name, "checkpoint": spec.checkpoint, "adapters": list(spec.adapters), "family": family.name,
             "decoding": made_with["decoding"], "prompt_mode": prompt_mode, "system_prompt": made_with["system_prompt"],
             "pixel_budget": made_with["pixel_budget"], "max_len": limit, "max_len_from": limit_from,
             "image_processor": {"size": dict(getattr(processor.image_processor, "size", {}) or {})},
             "vision": getattr(model, "vision_speed", None), "fingerprint": made_with,
+            "preset": preset, "preset_convention": preset_convention(preset),
             "n_records": n_records, "already_done": len(done), "skipped_already_done": len(records) - len(todo)}
     write_json(out / "run_info.json", info)
     failed = dict(rejected)
@@ -170,10 +211,19 @@ def budget_warning(specs: list[ModelSpec], min_pixels=None, max_pixels=None) -> 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
-    p.add_argument("--max_new_tokens", type=int, default=64)
+    p.add_argument("--preset", choices=list(PROTOCOLS), default="strict",
+                   help="generation convention of a scoring protocol: its system turn, prompt suffix and max new "
+                        "tokens (default strict: this project's; see medvl/metrics/protocols/)")
+    p.add_argument("--max_new_tokens", type=int, default=None,
+                   help="default: the preset's (strict 64, llava_med 1024, medevalkit 1024, lmms_eval 32)")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
     system = system_prompt_from_args(p, a)
+    convention = PROTOCOLS[a.preset].generation
+    if a.prompt_mode != "custom" and convention.system is not None:
+        system = convention.system  # the preset's system turn unless one is given with --prompt_mode custom
+    if a.max_new_tokens is None:
+        a.max_new_tokens = convention.max_new_tokens
     try:
         specs = [ModelSpec.parse(text) for text in a.model]
     except ValueError as e:  # a malformed spec or a missing adapter dir: one line naming it
@@ -189,7 +239,7 @@ def main(argv=None):
             path = generate_for_model(spec, records, Path(a.out_dir), a.batch_size, a.max_new_tokens, system,
                                       a.prompt_mode, a.dtype, a.device, a.min_pixels, a.max_pixels,
                                       num_workers=a.num_workers, compile_vision=a.compile_vision, max_len=a.max_len,
-                                      overwrite=a.overwrite)
+                                      overwrite=a.overwrite, preset=a.preset)
             print(f"[{spec.name}] predictions: {path}")
     except (OutputInUse, SettingsChanged) as e:
         sys.exit(f"eval.generate: {e}")

@@ -37,6 +37,7 @@ from eval.compare import compare_models
 from eval.curves import find_runs, runs_from_results
 from eval.gallery import gallery_samples
 from eval.old_results import upgrade_comparisons, upgrade_results
+from eval.protocol_tables import read_detail
 from eval.report_html import render_html
 
 
@@ -44,11 +45,12 @@ def write_report(results: Mapping[str, dict], comparisons: dict | None, out_path
                  test_data: str | os.PathLike, runs=None, image_root: str | None = None,
                  allow_outside_root: bool = False, max_samples: int | None = 1000,
                  seed: int = 0, thumb_side: int = 224, metrics_json: Path | None = None, progress: bool = True,
-                 plots: list | None = None) -> Path:
+                 plots: list | None = None, protocols: Mapping[str, dict] | None = None) -> Path:
     """Render and atomically write the report; returns its path.
 
     runs: eval.curves.TrainingRun list; None finds them through the models' run_info.json (eval.curves).
-    plots: eval.plots.render_plots(results, runs) when the caller has them already (rendered here otherwise)."""
+    plots: eval.plots.render_plots(results, runs) when the caller has them already (rendered here otherwise).
+    protocols: eval.protocol_tables.score_protocols(...) (None: protocols_detail.json next to metrics_json, if any)."""
     from eval.plots import render_plots  # matplotlib: loaded only when plots are rendered here
 
     results = upgrade_results(results)
@@ -64,7 +66,9 @@ def write_report(results: Mapping[str, dict], comparisons: dict | None, out_path
                                             progress=progress)
     if plots is None:
         plots = render_plots(results, runs)
-    page = render_html(results, comparisons, samples, images, info, plots, runs)
+    if protocols is None and metrics_json is not None:
+        protocols = read_detail(metrics_json)
+    page = render_html(results, comparisons, samples, images, info, plots, runs, protocols=protocols)
     out_path = Path(out_path)
     atomic_write_text(out_path, page)
     for key, what in (("missing_from_test_data", "predicted ids not in the test data"),

@@ -16,6 +16,7 @@ from eval.gallery import RULES
 from eval.old_results import upgrade_results
 from eval.pixel_budget import budget_text, pixel_budget_warning
 from eval.report_assets import CSP, CSS, JS, MODEL_COLOURS, REFERENCE_COLOUR, SWATCH
+from eval.protocol_tables import protocol_sections
 from eval.tables import build_sections
 
 
@@ -96,8 +97,9 @@ def _options(values: Sequence[tuple[str, str]]) -> str:
 
 
 def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[dict], images: list[str], info: dict,
-                plots: list, runs, title: str = "Model comparison report") -> str:
-    """The page. plots: eval.plots.Plot list (embedded as they are); runs: eval.curves.TrainingRun list."""
+                plots: list, runs, title: str = "Model comparison report", protocols: Mapping | None = None) -> str:
+    """The page. plots: eval.plots.Plot list (embedded as they are); runs: eval.curves.TrainingRun list;
+    protocols: eval.protocol_tables.score_protocols(...) (a table per protocol, its baselines, every baseline)."""
     results = upgrade_results(results)  # an older results file says word_f1
     models = list(results)
     sections, notes = build_sections(results, comparisons)
@@ -141,6 +143,13 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
         curves = ("<p>No training runs found: none of the evaluated adapters/checkpoints holds a run_summary.json. "
                   "Pass the training output folder(s) with <code>--runs</code>.</p>")
     headline, bars = figs("headline", captions=False), figs("bars")
+    if protocols:
+        proto = (f"<p>The same predictions scored under each protocol's own rules; each table says what closed "
+                 f"means there and which preset made the predictions. Published numbers appear only beside the same "
+                 f"protocol and dataset; the last table lists every cited number with its protocol.</p>"
+                 f'<div class="tbls">{_tables_html(protocol_sections(protocols, with_all_baselines=True))}</div>')
+    else:
+        proto = "<p>No protocols scored (result_statistic.py --protocols none).</p>"
     images_json = json.dumps(images).replace("</", "<\\/")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -152,7 +161,7 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
 <p>models (the first is the base of the paired tests; min-max pixels each image was resized within):
 {_e(", ".join(f"{m} ({budget[m]})" for m in models))} · generated {_e(time.strftime("%Y-%m-%d %H:%M"))}</p>
 <nav><a href="#summary">summary</a><a href="#curves">training curves</a><a href="#gallery">gallery</a>
-<a href="#tables">tables</a><a href="#plots">plots</a><a href="#notes">notes</a></nav>
+<a href="#tables">tables</a><a href="#protocols">protocols</a><a href="#plots">plots</a><a href="#notes">notes</a></nav>
 {f'<p class="warn" id="budget-warning">{_e(budget_warning)}</p>' if budget_warning else ""}</header>
 <section id="summary"><h2>Summary</h2><div class="figs">{headline}</div></section>
 <section id="curves"><h2>Training curves</h2><div class="figs">{curves}</div></section>
@@ -166,6 +175,7 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
 <div class="grid">{"".join(_card(s) for s in samples)}</div></section>
 <section id="tables"><h2>Tables</h2><p>Same cells as model_comparison_tables.md: best per row in bold, 95% CIs in
 brackets, the paired test against the base in the last row.</p><div class="tbls">{_tables_html(sections)}</div></section>
+<section id="protocols"><h2>Scoring protocols and published baselines</h2>{proto}</section>
 <section id="plots"><h2>Metrics per category</h2><div class="figs">{bars}</div></section>
 <section id="notes"><h2>Notes</h2><ul class="notes">{"".join(f"<li>{_e(n)}</li>" for n in notes)}</ul></section>
 <script type="application/json" id="images">{images_json}</script>

@@ -25,6 +25,7 @@ from eval.categorize import category_order
 from eval.compare import compare_models
 from eval.old_results import upgrade_comparisons, upgrade_results
 from eval.pixel_budget import budget_text, pixel_budget_warning
+from eval.protocol_tables import protocol_sections
 from eval.table_notes import build_notes, coverage_notes
 from eval.table_render import render_markdown, render_text
 
@@ -208,13 +209,17 @@ def compact_overall(results: Mapping[str, dict], category: str = "overall") -> s
     return "\n".join(lines)
 
 
-def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, comparisons: dict | None = None) -> dict[str, Path]:
-    """Write model_comparison_tables.md/.txt and evaluation_metrics.json atomically; return their paths."""
+def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, comparisons: dict | None = None,
+                 protocols: Mapping[str, dict] | None = None) -> dict[str, Path]:
+    """Write model_comparison_tables.md/.txt and evaluation_metrics.json atomically; return their paths.
+    protocols: eval.protocol_tables.score_protocols(...) -> one table per protocol (and its published baselines)
+    after the metric tables."""
     out_dir = Path(out_dir)
     results = upgrade_results(results)
     comparisons = upgrade_comparisons(comparisons) if comparisons is not None else None
     comparisons = comparisons if comparisons is not None else (compare_models(results) if len(results) > 1 else {})
     sections, notes = build_sections(results, comparisons)
+    sections = sections + protocol_sections(protocols)
     paths = {"md": out_dir / "model_comparison_tables.md", "txt": out_dir / "model_comparison_tables.txt",
              "json": out_dir / "evaluation_metrics.json"}
     atomic_write_text(paths["md"], render_markdown(sections, notes))

@@ -360,3 +360,20 @@ def test_results_written_with_word_f1_render_as_token_f1(report, tmp_path, capsy
     assert main(["--metrics", str(path), "--test_data", str(report["test_json"]), "--runs", str(report["runs"]),
                  "--out", str(tmp_path / "old.html")]) == 0
     assert "token F1" in (tmp_path / "old.html").read_text()
+
+
+def test_protocols_and_baselines_in_report(report, capsys):
+    """The report shows a table per protocol, its baselines beside it, and every cited number with its protocol; a
+    re-render from the files (python -m eval.report) reads protocols_detail.json and shows the same."""
+    page = report["html"]
+    assert '<section id="protocols">' in page
+    for name in ("strict", "llava_med", "medevalkit", "lmms_eval"):
+        assert f"<h3>protocol {name} <small>" in page
+    assert "<h3>published baselines, protocol medevalkit <small>" in page
+    assert "<h3>published baselines, every protocol <small>" in page and "Lingshu-7B" in page
+    from eval.report import main as report_main
+
+    out = report["root"] / "again.html"
+    assert report_main(["--metrics", str(report["out"] / "evaluation_metrics.json"), "--test_data",
+                        str(report["test_json"]), "--out", str(out)]) == 0
+    assert "<h3>protocol lmms_eval <small>" in out.read_text()
