@@ -60,3 +60,20 @@ def test_training_reuses_what_data_process_validate_checked(setup, tiny_models, 
     clean = read_records(tmp / "train.clean.json")
     kept, rep, reused = validate_cached(clean, proc, progress=False)
     assert reused and len(kept) == 4 and rep["validated_by"].startswith("python -m data_process.validate")
+
+
+def test_training_validates_each_file_once_and_names_an_id_repeated_across_files(setup):
+    from train.builder import load_splits
+    from train.config import DataArguments
+
+    recs, proc, tmp = setup
+    write_json(tmp / "a.json", recs[:3])
+    write_json(tmp / "b.json", [recs[2], recs[3]])  # r2 again
+    dargs = DataArguments(train_data=f"{tmp / 'a.json'},{tmp / 'b.json'}")
+    splits, reports = load_splits(dargs, proc, progress=False)
+    assert [r["id"] for r in splits["train"]] == ["r0", "r1", "r2", "r3"]
+    rep = reports["train"]
+    assert rep["input"] == 5 and rep["kept"] == 4 and rep["rejected_by_reason"]["duplicate_id_across_files"]["ids"] == ["r2"]
+    assert not rep["reused_from"]
+    _, again = load_splits(dargs, proc, progress=False)  # a later stage / rerun: both files' verdicts reused
+    assert len(again["train"]["reused_from"]) == 2 and again["train"]["kept"] == 4

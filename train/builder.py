@@ -123,23 +123,51 @@ def load(margs: ModelArguments, dargs: DataArguments, targs):
 
 def load_splits(dargs: DataArguments, processor, progress: bool = True) -> tuple[dict, dict]:
     """The train (and eval) records after the validation pass: bad samples are named in the report before any step,
-    never met at step N. With validation on, a broken .jsonl line is read as a BadLine and rejected by name."""
+    never met at step N. With validation on, a broken .jsonl line is read as a BadLine and rejected by name.
+    Each file of a comma-separated list is validated (or its verdict reused) on its own, so a file checked by
+    data_process.validate is not checked again; an id repeated across files is rejected in the later one."""
     bad_lines = "raise" if dargs.skip_validation else "yield"
-    splits = {"train": load_records(dargs.train_data, bad_lines)}
-    if dargs.eval_data:
-        splits["eval"] = load_records(dargs.eval_data, bad_lines)
-    reports = {}
+    paths = {"train": dargs.train_data, **({"eval": dargs.eval_data} if dargs.eval_data else {})}
     if dargs.skip_validation:
-        return splits, reports
-    for name in list(splits):
-        # an unchanged file, images and preprocessing reuse the last verdict (data_process/validation_cache.py)
-        splits[name], rep, reused = validate_cached(splits[name], processor, progress=progress)
-        reports[name] = dict(rep, reused_from=reused) if reused else rep
-        if progress:
-            log.info("%s data: %s%s", name, summary_of(rep), f" (validated before: {reused})" if reused else "")
-        if not splits[name]:
-            raise ValueError(f"no valid {name} records left after validation: {summary_of(rep)}")
+        return {name: load_records(p, bad_lines) for name, p in paths.items()}, {}
+    splits, reports = {}, {}
+    for name, joined in paths.items():
+        kept_all, parts, seen = [], [], set()
+        for path in [p.strip() for p in joined.split(",") if p.strip()]:
+            kept, rep, reused = validate_cached(load_records(path, bad_lines), processor, progress=progress)
+            if progress:
+                log.info("%s data %s: %s%s", name, path, summary_of(rep),
+                         f" (validated before: {reused})" if reused else "")
+            repeated = [r for r in kept if str(r["id"]) in seen]
+            if repeated:  # the same id in an earlier file: rejected by name, like a repeat within one file
+                rep = dict(rep, kept=rep["kept"] - len(repeated), rejected=rep["rejected"] + len(repeated),
+                           rejected_by_reason=dict(rep["rejected_by_reason"], duplicate_id_across_files={
+                               "count": len(repeated), "ids": [r["id"] for r in repeated]}))
+                kept = [r for r in kept if str(r["id"]) not in seen]
+            seen.update(str(r["id"]) for r in kept)
+            kept_all += kept
+            parts.append(dict(rep, file=path, reused_from=reused))
+        splits[name] = kept_all
+        reports[name] = combine_reports(parts)
+        if not kept_all:
+            raise ValueError(f"no valid {name} records left after validation: {summary_of(reports[name])}")
     return splits, reports
+
+
+def combine_reports(parts: list[dict]) -> dict:
+    """One split's report from its files' reports (each kept under "files")."""
+    by_reason: dict = {}
+    for p in parts:
+        for reason, entry in p["rejected_by_reason"].items():
+            slot = by_reason.setdefault(reason, {"count": 0, "ids": []})
+            slot["count"] += entry["count"]
+            slot["ids"] += entry["ids"]
+    return {"input": sum(p["input"] for p in parts), "kept": sum(p["kept"] for p in parts),
+            "rejected": sum(p["rejected"] for p in parts), "rejected_by_reason": by_reason,
+            "details": {k: v for p in parts for k, v in p.get("details", {}).items()},
+            "max_tokens_kept": max(p.get("max_tokens_kept", 0) for p in parts),
+            "reused_from": [p["reused_from"] for p in parts if p["reused_from"]],
+            "files": [{k: p[k] for k in ("file", "input", "kept", "rejected", "reused_from")} for p in parts]}
 
 
 def build_vision_cache(fargs: SpeedArguments, family: ModelFamily, model) -> VisionFeatureCache | None:
