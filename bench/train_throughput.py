@@ -43,6 +43,7 @@ from PIL import Image
 from transformers import Trainer, TrainingArguments
 
 from bench import peers
+from bench.compile_llm import compile_decoder_layers
 from bench.random_checkpoint import build_in_memory
 from medvl.collate import VLCollator
 from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
@@ -69,6 +70,8 @@ VARIANTS = {
     "b": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": False}),
     "b_gc": ({"packing": True, "chunked_loss": True, "vision_cache": True}, {"gradient_checkpointing": True}),
 }
+VARIANTS["b_compile"] = VARIANTS["b"]  # b + torch.compile of each decoder layer (bench/compile_llm.py, a lever on trial)
+COMPILED = {"b_compile"}
 VARIANTS.update({name: "peer" for name in peers.PEERS})  # the tools users pick instead (bench/peers.py)
 
 
@@ -259,6 +262,8 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
                                   data_collator=VLCollator(processor.pad_token_id, processor.image_token_id))
     else:  # the product's path: train/builder.py, as train.finetune builds it
         model, cache = prepare_model(model, family, stage_args, targs, speed)
+        if name in COMPILED:
+            compile_decoder_layers(model)
         trainer = make_trainer(model, processor, family, targs, stage_args, fargs=speed, train_records=recs,
                                vision_cache=cache, trainer_cls=_timed(VLTrainer)).trainer
     trainer.step_log = []
@@ -278,6 +283,7 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     n_llm, n_vit = llm_and_vit_params(model, family)
     flops = [(4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in timed]
     out = {"variant": spec, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
+           "compiled_decoder_layers": name in COMPILED,
            "timed_steps": len(timed), "tokens_per_s": tok_s, "samples_per_s": smp_s,
            "median_step_s": statistics.median(s["seconds"] for s in timed),
            "tokens_per_step": statistics.median(s["tokens"] for s in timed),
