@@ -11,7 +11,10 @@ Relative paths are the caller's: nothing changes directory.
 
 Environment (MODELS, TEST_DATA, TYPE_MAPPING required):
   RESULT_DIR      default result (predictions under RESULT_DIR/predictions)
-  BATCH_SIZE      default 64 with a GPU, else 8          MAX_NEW_TOKENS  default 64
+  BATCH_SIZE      default 64 with a GPU, else 8
+  PRESET          a scoring protocol's generation convention (strict, the default | llava_med | medevalkit |
+                  lmms_eval: system turn, prompt suffix, max new tokens; eval.generate --preset)
+  MAX_NEW_TOKENS  default: the preset's (strict 64)
   LIMIT           first N test records only, in generation and perplexity alike (the tables then say the test set
                   is partial)
   PROMPT_MODE     default | custom (+ SYSTEM_PROMPT_FILE)
@@ -68,7 +71,8 @@ def commands(env: Mapping[str, str], py: str = sys.executable) -> list[list[str]
     speed = (["--num_workers", env["ENCODE_WORKERS"]] if env.get("ENCODE_WORKERS") else []) + \
             (["--compile_vision"] if env.get("COMPILE_VISION") == "1" else [])
     generate = [py, "-m", "eval.generate", *models, "--test_data", test, "--out_dir", preds, "--batch_size", batch,
-                "--max_new_tokens", env.get("MAX_NEW_TOKENS") or "64", *same, *speed,
+                *(["--max_new_tokens", env["MAX_NEW_TOKENS"]] if env.get("MAX_NEW_TOKENS") else []),  # else preset's
+                *(["--preset", env["PRESET"]] if env.get("PRESET") else []), *same, *speed,
                 *(["--overwrite"] if env.get("OVERWRITE") == "1" else []), *shlex.split(env.get("GEN_ARGS", ""))]
     perplexity = [py, "-m", "eval.perplexity", *models, "--test_data", test, "--type_mapping", mapping,
                   "--out_dir", preds, "--batch_size", batch, *same, *speed]

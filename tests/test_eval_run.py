@@ -46,3 +46,10 @@ def test_a_bad_spec_or_missing_variable_is_one_line_before_anything_runs(tmp_pat
     r = subprocess.run(["bash", str(ROOT / "scripts/run_eval.sh")], cwd=tmp_path, env=env, capture_output=True,
                        text=True)
     assert r.returncode != 0 and r.stderr.strip() == "error: set TEST_DATA (test.json from data_process.data_trans)"
+
+
+def test_preset_sets_the_generation_convention_unless_max_new_tokens_is_given():
+    gen = commands(dict(ENV, PRESET="lmms_eval"), py="python3")[0]
+    assert _flag(gen, "--preset") == "lmms_eval" and "--max_new_tokens" not in gen  # the preset's own 32
+    gen = commands(dict(ENV, PRESET="lmms_eval", MAX_NEW_TOKENS="8"), py="python3")[0]
+    assert _flag(gen, "--max_new_tokens") == "8"
