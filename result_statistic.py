@@ -12,9 +12,18 @@ type_mapping.json (from `python -m data_process.data_trans`). Writes, atomically
                                          presets and rules; the tables get one table per protocol and the
                                          published baselines of the same protocol and dataset (eval/baselines.json)
   <out_dir>/plots/*.png                  bar charts per category group, headline.png (every category's headline
-                                         metric), curves_<stage>.png (training curves) (unless --no_plots)
+                                         metric), curves_<stage>.png (training curves), reliability.png and
+                                         risk_coverage.png (calibration) (unless --no_plots)
   <out_dir>/report.html                  with --html: one self-contained page with the tables, curves, plots and
                                          a gallery of images, questions, answers and boxes (eval/report.py)
+
+Calibration of closed yes/no answers (eval/calibration.py): when perplexity.json holds each yes/no record's p(yes)
+and p(no) at the answer position (python -m eval.perplexity), evaluation_metrics.json gets per model "calibration"
+(ece, n, bins, risk_coverage) and the tables and the report a calibration section with a reliability diagram and a
+risk-coverage curve; without them the section says "no calibration data: rerun eval.perplexity".
+
+Leakage: when the categories.json beside --test_data or --type_mapping records a leakage audit with overlaps
+(data_process.data_trans --train_data), a warning line per overlapping training file heads the tables and the report.
 
 Training curves are read from the TensorBoard events of the runs behind the evaluated adapters (their
 run_summary.json), or of the folders given with --runs.
@@ -47,7 +56,9 @@ from pathlib import Path
 
 from medvl.jsonio import DataError
 from medvl.metrics.errors import MetricUnavailable
+from eval.calibration import attach_calibration
 from eval.curves import find_runs, runs_from_results
+from eval.leakage_notes import leakage_warnings
 from medvl.metrics.protocols import parse_names
 from eval.evaluate import compare_models, evaluate_models
 from eval.protocol_tables import score_protocols, write_protocols
@@ -121,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                                   bertscore_model=args.bertscore_model, bertscore_layers=args.bertscore_layers,
                                   allow_missing=args.allow_missing_metrics, allow_partial=args.allow_partial,
                                   n_boot=args.n_boot, seed=args.seed)
+        attach_calibration(results)
+        warnings = leakage_warnings(args.test_data, args.type_mapping)
         runs = find_runs(args.runs) if args.runs else None
         names = [] if args.protocols == "none" else parse_names(args.protocols)
         protocols = score_protocols(results, paths, args.type_mapping, names, n_boot=args.n_boot,
@@ -133,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 3
     comparisons = compare_models(results, seed=args.seed) if len(results) > 1 else {}
-    written = write_tables(results, args.out_dir, comparisons, protocols=protocols)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    written = write_tables(results, args.out_dir, comparisons, protocols=protocols, warnings=warnings)
     if protocols:
         written.update(write_protocols(protocols, args.out_dir))
     for key in ("md", "txt", "json", "protocols"):
@@ -152,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             path = write_report(results, comparisons, args.out_dir / "report.html", test_data=args.test_data,
                                 runs=runs, image_root=args.image_root, max_samples=args.html_max_samples,
-                                seed=args.seed, plots=plots, protocols=protocols)
+                                seed=args.seed, plots=plots, protocols=protocols, warnings=warnings)
         except ValueError as e:  # the test data does not match the predictions
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -1,5 +1,6 @@
 """Plots of a comparison: bars per category group (a panel per category, bars = models), the headline metric of
-every category in one chart, and training curves per stage from TensorBoard events (eval/curves.py).
+every category in one chart, training curves per stage from TensorBoard events (eval/curves.py), and the
+calibration of closed yes/no answers (eval/calibration.py): a reliability diagram and a risk-coverage curve.
 
     paths = write_plots({"base": r_base, "stage2": r_stage2}, "result/plots")
 
@@ -27,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from medvl.categories import REGION_TASKS  # noqa: E402
 from medvl.metrics.registry import GROUNDING, TEXT, label, names  # noqa: E402
+from eval.calibration import calibration_of  # noqa: E402
 from eval.categorize import category_order  # noqa: E402
 from eval.compare import headline_metric  # noqa: E402
 from eval.old_results import upgrade_results  # noqa: E402
@@ -176,6 +178,51 @@ def headline_figure(results: Mapping[str, dict]):
     return fig
 
 
+def calibration_figures(results: Mapping[str, dict]) -> list[tuple[str, str, object]]:
+    """[(stem, caption, figure)]: the reliability diagram (per non-empty bin: mean confidence vs accuracy, the
+    diagonal is perfect calibration) and the risk-coverage curve (selective accuracy of the answers kept when the
+    model abstains below each confidence) of every model with calibration data; [] when none has any."""
+    cals = {m: calibration_of(r) for m, r in results.items()}
+    cals = {m: c for m, c in cals.items() if c.get("available")}
+    if not cals:
+        return []
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfect calibration")
+    for m, c in cals.items():
+        full = [b for b in c["bins"] if b["count"]]
+        sizes = [20 + 180 * b["count"] / c["n"] for b in full]  # marker area ~ share of the answers in the bin
+        line, = ax.plot([b["mean_confidence"] for b in full], [b["accuracy"] for b in full], "-", linewidth=1.2,
+                        label=f"{m} (ECE {c['ece']:.3f}, n={c['n']})")
+        ax.scatter([b["mean_confidence"] for b in full], [b["accuracy"] for b in full], s=sizes,
+                   color=line.get_color(), zorder=3)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("mean confidence in the bin")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(f"reliability of closed yes/no answers ({next(iter(cals.values()))['n_bins']} equal-width bins; "
+                 "marker size ~ count)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    out = [("reliability", "reliability diagram of closed yes/no answers", fig)]
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for m, c in cals.items():
+        pts = c["risk_coverage"]["points"]
+        ax.plot([p["coverage"] for p in pts], [p["selective_accuracy"] for p in pts], "-", linewidth=1.2,
+                marker="o" if len(pts) < 30 else None, markersize=3,
+                label=f"{m} (AURC {c['risk_coverage']['aurc']:.3f}, accuracy {c['accuracy']:.3f})")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("coverage (share of questions answered)")
+    ax.set_ylabel("accuracy of the answered")
+    ax.set_title("risk-coverage: abstaining below a confidence (closed yes/no)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    out.append(("risk_coverage", "risk-coverage curve of closed yes/no answers", fig))
+    return out
+
+
 # TensorBoard tags that are bookkeeping, not curves (HF Trainer logs these once or per step)
 _NOT_CURVES = ("runtime", "per_second", "flos", "epoch", "train/train_loss")
 
@@ -238,7 +285,7 @@ def run_file_stems(runs) -> list[str]:
 
 @dataclass
 class Plot:
-    kind: str       # "bars" (a category group), "headline", "curves" (a training run)
+    kind: str       # "bars" (a category group), "headline", "curves" (a training run), "calibration"
     stem: str       # file name without .png
     caption: str
     png: bytes
@@ -262,6 +309,8 @@ def render_plots(results: Mapping[str, dict], runs=()) -> list[Plot]:
     fig = headline_figure(results)
     if fig is not None:
         add("headline", "headline", "headline metric per category", fig)
+    for stem, caption, fig in calibration_figures(results):
+        add("calibration", stem, caption, fig)
     for run, stem in zip(runs, run_file_stems(runs)):
         fig = curve_figure(run)
         if fig is not None:
@@ -271,7 +320,8 @@ def render_plots(results: Mapping[str, dict], runs=()) -> list[Plot]:
 
 def write_plots(results: Mapping[str, dict], out_dir: str | os.PathLike, runs=(),
                 plots: list[Plot] | None = None) -> list[Path]:
-    """PNGs under out_dir: one per category group, headline.png, and curves_<stage>.png per training run.
+    """PNGs under out_dir: one per category group, headline.png, curves_<stage>.png per training run, and
+    reliability.png + risk_coverage.png when there is calibration data.
     plots: already rendered (render_plots), else rendered here. Returns the paths written."""
     out_dir = Path(out_dir)
     paths = []

@@ -36,6 +36,7 @@ from medvl.jsonio import DataError, atomic_write_text, read_json, read_records
 from eval.compare import compare_models
 from eval.curves import find_runs, runs_from_results
 from eval.gallery import gallery_samples
+from eval.leakage_notes import leakage_warnings
 from eval.old_results import upgrade_comparisons, upgrade_results
 from eval.protocol_tables import read_detail
 from eval.report_html import render_html
@@ -45,12 +46,15 @@ def write_report(results: Mapping[str, dict], comparisons: dict | None, out_path
                  test_data: str | os.PathLike, runs=None, image_root: str | None = None,
                  allow_outside_root: bool = False, max_samples: int | None = 1000,
                  seed: int = 0, thumb_side: int = 224, metrics_json: Path | None = None, progress: bool = True,
-                 plots: list | None = None, protocols: Mapping[str, dict] | None = None) -> Path:
+                 plots: list | None = None, protocols: Mapping[str, dict] | None = None,
+                 warnings: list[str] | None = None) -> Path:
     """Render and atomically write the report; returns its path.
 
     runs: eval.curves.TrainingRun list; None finds them through the models' run_info.json (eval.curves).
     plots: eval.plots.render_plots(results, runs) when the caller has them already (rendered here otherwise).
-    protocols: eval.protocol_tables.score_protocols(...) (None: protocols_detail.json next to metrics_json, if any)."""
+    protocols: eval.protocol_tables.score_protocols(...) (None: protocols_detail.json next to metrics_json, if any).
+    warnings: lines at the top of the page (eval.leakage_notes.leakage_warnings; None: the categories.json beside
+    test_data, if it records a leakage audit)."""
     from eval.plots import render_plots  # matplotlib: loaded only when plots are rendered here
 
     results = upgrade_results(results)
@@ -68,7 +72,10 @@ def write_report(results: Mapping[str, dict], comparisons: dict | None, out_path
         plots = render_plots(results, runs)
     if protocols is None and metrics_json is not None:
         protocols = read_detail(metrics_json)
-    page = render_html(results, comparisons, samples, images, info, plots, runs, protocols=protocols)
+    if warnings is None:
+        warnings = leakage_warnings(test_data)
+    page = render_html(results, comparisons, samples, images, info, plots, runs, protocols=protocols,
+                       warnings=warnings)
     out_path = Path(out_path)
     atomic_write_text(out_path, page)
     for key, what in (("missing_from_test_data", "predicted ids not in the test data"),
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         out = write_report(data["results"], data.get("comparisons") or {}, a.out or a.metrics.parent / "report.html",
                            test_data=a.test_data, runs=runs, image_root=a.image_root,
                            allow_outside_root=a.allow_outside_root, max_samples=a.max_samples,
-                           seed=a.seed, metrics_json=a.metrics)
+                           seed=a.seed, metrics_json=a.metrics, warnings=data.get("leakage_warnings"))
     except ValueError as e:  # DataError: bad input, named
         print(f"error: {e}", file=sys.stderr)
         return 2

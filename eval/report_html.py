@@ -11,6 +11,7 @@ import time
 from typing import Mapping, Sequence
 
 from medvl.paths import OUTSIDE_ROOT
+from eval.calibration import NO_DATA, RERUN_NOTE, calibration_of
 from eval.categorize import category_order
 from eval.gallery import RULES
 from eval.old_results import upgrade_results
@@ -97,9 +98,11 @@ def _options(values: Sequence[tuple[str, str]]) -> str:
 
 
 def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[dict], images: list[str], info: dict,
-                plots: list, runs, title: str = "Model comparison report", protocols: Mapping | None = None) -> str:
+                plots: list, runs, title: str = "Model comparison report", protocols: Mapping | None = None,
+                warnings: Sequence[str] = ()) -> str:
     """The page. plots: eval.plots.Plot list (embedded as they are); runs: eval.curves.TrainingRun list;
-    protocols: eval.protocol_tables.score_protocols(...) (a table per protocol, its baselines, every baseline)."""
+    protocols: eval.protocol_tables.score_protocols(...) (a table per protocol, its baselines, every baseline);
+    warnings: lines shown at the top (eval.leakage_notes.leakage_warnings: the test set overlaps training data)."""
     results = upgrade_results(results)  # an older results file says word_f1
     models = list(results)
     sections, notes = build_sections(results, comparisons)
@@ -150,6 +153,12 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
                  f'<div class="tbls">{_tables_html(protocol_sections(protocols, with_all_baselines=True))}</div>')
     else:
         proto = "<p>No protocols scored (result_statistic.py --protocols none).</p>"
+    calib = figs("calibration")
+    if not calib:
+        reasons = dict.fromkeys(f"{m}: {calibration_of(results[m]).get('reason', NO_DATA)}" for m in models)
+        calib = ('<p class="warn" id="no-calibration">' + "<br>".join(_e(r) for r in reasons) + "</p>"
+                 + f"<p>{_e(RERUN_NOTE)}.</p>")
+    warn_html = "".join(f'<p class="warn leakage">{_e(w)}</p>' for w in warnings)
     images_json = json.dumps(images).replace("</", "<\\/")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -161,8 +170,9 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
 <p>models (the first is the base of the paired tests; min-max pixels each image was resized within):
 {_e(", ".join(f"{m} ({budget[m]})" for m in models))} · generated {_e(time.strftime("%Y-%m-%d %H:%M"))}</p>
 <nav><a href="#summary">summary</a><a href="#curves">training curves</a><a href="#gallery">gallery</a>
-<a href="#tables">tables</a><a href="#protocols">protocols</a><a href="#plots">plots</a><a href="#notes">notes</a></nav>
-{f'<p class="warn" id="budget-warning">{_e(budget_warning)}</p>' if budget_warning else ""}</header>
+<a href="#tables">tables</a><a href="#protocols">protocols</a><a href="#calibration">calibration</a><a href="#plots">plots</a>
+<a href="#notes">notes</a></nav>
+{warn_html}{f'<p class="warn" id="budget-warning">{_e(budget_warning)}</p>' if budget_warning else ""}</header>
 <section id="summary"><h2>Summary</h2><div class="figs">{headline}</div></section>
 <section id="curves"><h2>Training curves</h2><div class="figs">{curves}</div></section>
 <section id="gallery"><h2>Gallery</h2>
@@ -176,6 +186,9 @@ def render_html(results: Mapping[str, dict], comparisons: dict, samples: list[di
 <section id="tables"><h2>Tables</h2><p>Same cells as model_comparison_tables.md: best per row in bold, 95% CIs in
 brackets, the paired test against the base in the last row.</p><div class="tbls">{_tables_html(sections)}</div></section>
 <section id="protocols"><h2>Scoring protocols and published baselines</h2>{proto}</section>
+<section id="calibration"><h2>Calibration of closed yes/no answers</h2>
+<p>Confidence: the probability of the model's own yes/no answer at the first answer position, normalised over yes and
+no; the tables give ECE, the risk-coverage area and the bins.</p><div class="figs">{calib}</div></section>
 <section id="plots"><h2>Metrics per category</h2><div class="figs">{bars}</div></section>
 <section id="notes"><h2>Notes</h2><ul class="notes">{"".join(f"<li>{_e(n)}</li>" for n in notes)}</ul></section>
 <script type="application/json" id="images">{images_json}</script>

@@ -8,8 +8,10 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(sections: list[dict], notes: list[str]) -> str:
-    out = ["# Model comparison", "", "Best value per row in **bold**. Columns are models; the first is the base.", ""]
+def render_markdown(sections: list[dict], notes: list[str], warnings: list[str] = ()) -> str:
+    out = ["# Model comparison", ""]
+    out += [f"> **{_md_escape(w)}**" + "\n" for w in warnings]  # above everything: a leaked test set is read first
+    out += ["Best value per row in **bold**. Columns are models; the first is the base.", ""]
     for s in sections:
         head = [s.get("first_column", "metric")] + list(s["header"])
         out += [f"## {s['title']} ({s['n_text']})", "", "| " + " | ".join(map(_md_escape, head)) + " |",
@@ -25,8 +27,10 @@ def render_markdown(sections: list[dict], notes: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_text(sections: list[dict], notes: list[str]) -> str:
+def render_text(sections: list[dict], notes: list[str], warnings: list[str] = ()) -> str:
     out = ["MODEL COMPARISON  (best value per row marked with *; the first model is the base)", ""]
+    for w in warnings:
+        out += textwrap.wrap(w, 110, subsequent_indent="  ") + [""]
     for s in sections:
         rows = [(s.get("first_column", "metric"), s["header"])] + [(label, [c + ("*" if b else "") for c, b in zip(cells, best)])
                                             for label, cells, best in s["rows"]]

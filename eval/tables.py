@@ -21,6 +21,7 @@ from typing import Mapping
 
 from medvl.jsonio import atomic_write_text, write_json
 from medvl.metrics.registry import BLEU, GROUNDING, HEADLINE, METRICS, TEXT, YES_NO, label
+from eval.calibration import calibration_of, calibration_sections
 from eval.categorize import category_order
 from eval.compare import compare_models
 from eval.old_results import upgrade_comparisons, upgrade_results
@@ -177,6 +178,7 @@ def build_sections(results: Mapping[str, dict], comparisons: dict | None = None)
     ppl = _perplexity_section(results)
     if ppl:
         sections.append(ppl)
+    sections += calibration_sections(results, _best)
     label_to_metric = {m.label: m.name for m in METRICS.values()}
     shown = {label_to_metric[r[0]] for s in sections for r in s["rows"] if r[0] in label_to_metric}
     return sections, build_notes(results, comparisons, shown)
@@ -210,10 +212,10 @@ def compact_overall(results: Mapping[str, dict], category: str = "overall") -> s
 
 
 def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, comparisons: dict | None = None,
-                 protocols: Mapping[str, dict] | None = None) -> dict[str, Path]:
+                 protocols: Mapping[str, dict] | None = None, warnings: list[str] | None = None) -> dict[str, Path]:
     """Write model_comparison_tables.md/.txt and evaluation_metrics.json atomically; return their paths.
     protocols: eval.protocol_tables.score_protocols(...) -> one table per protocol (and its published baselines)
-    after the metric tables."""
+    after the metric tables. warnings: lines shown above every table (eval.leakage_notes.leakage_warnings)."""
     out_dir = Path(out_dir)
     results = upgrade_results(results)
     comparisons = upgrade_comparisons(comparisons) if comparisons is not None else None
@@ -222,8 +224,9 @@ def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, compar
     sections = sections + protocol_sections(protocols)
     paths = {"md": out_dir / "model_comparison_tables.md", "txt": out_dir / "model_comparison_tables.txt",
              "json": out_dir / "evaluation_metrics.json"}
-    atomic_write_text(paths["md"], render_markdown(sections, notes))
-    atomic_write_text(paths["txt"], render_text(sections, notes))
+    warnings = list(warnings or [])
+    atomic_write_text(paths["md"], render_markdown(sections, notes, warnings))
+    atomic_write_text(paths["txt"], render_text(sections, notes, warnings))
     write_json(paths["json"], {"models": list(results), "base": list(results)[0], "comparisons": comparisons,
                                "metric_info": {m.name: {"label": m.label, "higher_is_better": m.higher_is_better,
                                                         "applies_to": m.applies_to, "definition": m.definition}
@@ -231,5 +234,7 @@ def write_tables(results: Mapping[str, dict], out_dir: str | os.PathLike, compar
                                "coverage": {m: r.get("coverage") for m, r in results.items()},
                                "pixel_budget": {m: r.get("pixel_budget") for m, r in results.items()},
                                "pixel_budget_warning": pixel_budget_warning(results),
+                               "leakage_warnings": warnings,
+                               "calibration": {m: calibration_of(r) for m, r in results.items()},
                                "results": dict(results)})
     return paths
