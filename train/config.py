@@ -1,6 +1,6 @@
 """Arguments as dataclasses (parsed by HfArgumentParser; a YAML/JSON recipe file may hold them) and the stage presets.
 
-A stage is data: which modules train, with which adapter and learning rates. `--stage 1|2` picks a preset;
+A stage is data: which modules train, with which adapter and learning rates. `--stage 1|2|3` picks a preset;
 any field given explicitly on the command line or in the recipe wins over the preset. USAGE is the help text of
 `python -m train.finetune` (kept here, beside what it documents, so the parser needs nothing from finetune).
 """
@@ -16,6 +16,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from medvl.quantization import require_bitsandbytes
+from medvl.rewards import parse_rewards
 
 # What each stage trains. Values are defaults; explicit arguments override them.
 STAGE_PRESETS: dict[int, dict] = {
@@ -25,6 +26,11 @@ STAGE_PRESETS: dict[int, dict] = {
     # Stage 2, instruction SFT: LoRA on the LLM's attention + FFN, starting from the Stage-1-merged checkpoint.
     2: {"train_vision": "frozen", "train_merger": "frozen", "train_llm": "lora", "lora_targets": "attn,ffn",
         "merger_lr": None, "llm_lr": 1e-4},
+    # Stage 3, reinforcement learning (GRPO through TRL, train/grpo.py): LoRA on the LLM's attention + FFN, starting
+    # from the Stage-2-merged checkpoint, verifiable rewards (medvl/rewards.py). A lower LR than SFT: the policy
+    # should move a little per step (the KL term, --beta, measures how far).
+    3: {"train_vision": "frozen", "train_merger": "frozen", "train_llm": "lora", "lora_targets": "attn,ffn",
+        "merger_lr": None, "llm_lr": 1e-5, "rewards": "closed:1.0,open_f1:0.5,iou:1.0"},
 }
 MODES = ("frozen", "lora", "full")  # per component: vision tower, merger, LLM
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -73,7 +79,8 @@ class DataArguments:
 
 @dataclass
 class StageArguments:
-    stage: int = field(default=2, metadata={"help": "1: merger LoRA (alignment) | 2: LLM LoRA (instruction SFT)"})
+    stage: int = field(default=2, metadata={"help": "1: merger LoRA (alignment) | 2: LLM LoRA (instruction SFT) | "
+                                                    "3: LLM LoRA by GRPO with verifiable rewards (TRL)"})
     train_vision: str | None = field(default=None, metadata={"help": "ViT blocks: frozen | lora (all block linears) | full"})
     train_merger: str | None = field(default=None, metadata={"help": "frozen | lora | full"})
     train_llm: str | None = field(default=None, metadata={"help": "frozen | lora (on --lora_targets) | full"})
@@ -93,6 +100,16 @@ class StageArguments:
         "help": "stop after this many evaluations without improvement of --metric_for_best_model (default eval_loss); "
                 "0: off"})
     early_stopping_min_delta: float = field(default=0.0, metadata={"help": "smallest change that counts as improvement"})
+    # Stage 3 (GRPO, train/grpo.py). per_device_train_batch_size counts completions there: each step draws
+    # batch * grad-accumulation * processes / num_generations prompts.
+    rewards: str | None = field(default=None, metadata={
+        "help": "stage 3: rewards and weights, e.g. closed:1.0,open_f1:0.5,iou:1.0,format:0.2 (a recipe may give the "
+                "mapping); closed | open_f1 | iou | format | format_think (medvl/rewards.py); each record gets only "
+                "the rewards that apply to it (meta.answer_type, meta.task)"})
+    num_generations: int = field(default=8, metadata={"help": "stage 3: completions sampled per prompt (the group)"})
+    max_completion_length: int = field(default=64, metadata={"help": "stage 3: max new tokens per completion"})
+    beta: float = field(default=0.04, metadata={
+        "help": "stage 3: KL coefficient against the starting model (0: no reference pass, no KL logged)"})
 
     def __post_init__(self):
         self.apply_preset()
@@ -116,6 +133,13 @@ class StageArguments:
             raise ValueError("--train_llm lora needs --lora_targets (attn, ffn or attn,ffn)")
         if self.train_llm != "lora" and targets_given and self.llm_targets:
             raise ValueError(f"--lora_targets {self.lora_targets!r} applies to --train_llm lora, not {self.train_llm}")
+        if self.stage != 3 and self.rewards is not None:
+            raise ValueError(f"--rewards applies to --stage 3 (GRPO), not --stage {self.stage}")
+        if self.stage == 3:
+            parse_rewards(self.rewards)  # a wrong name or weight is refused before anything loads
+            if self.num_generations < 2 or self.max_completion_length < 1 or self.beta < 0:
+                raise ValueError("--num_generations must be >= 2 (GRPO compares a group), --max_completion_length "
+                                 ">= 1 and --beta >= 0")
         if self.early_stopping_patience < 0 or self.early_stopping_min_delta < 0:
             raise ValueError("--early_stopping_patience and --early_stopping_min_delta must be >= 0")
         self._preset_applied = True  # not a field: asdict() and the recorded args leave it out
@@ -124,6 +148,11 @@ class StageArguments:
     @property
     def modes(self) -> dict[str, str]:
         return {"vision": self.train_vision, "merger": self.train_merger, "llm": self.train_llm}
+
+    @property
+    def reward_weights(self) -> dict[str, float]:
+        """Stage 3: {reward: weight} in the order given."""
+        return parse_rewards(self.rewards)
 
     @property
     def llm_targets(self) -> list[str]:
