@@ -27,6 +27,7 @@ the loss-check samples, on all non-padding tokens (as TRL trains) and completion
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import statistics
 import subprocess
@@ -334,6 +335,17 @@ def dataloader_rate(processor, records, n: int = 48) -> dict:
     return {"samples_per_s_per_worker": n / (time.perf_counter() - t0)}
 
 
+def package_versions() -> dict:
+    """Versions of the packages the variants run on (None: not installed)."""
+    out = {}
+    for name in ("peft", "accelerate", "trl", "liger-kernel", "datasets"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="bench/configs/qwen2_vl_2b.json")
@@ -378,6 +390,7 @@ def main(argv=None):
     (a.tmp / "records.json").write_text(json.dumps(records))
     result = {"config": a.config if not a.tiny else "tiny", "device": torch.cuda.get_device_name() if device.type == "cuda"
               else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
+              "versions": package_versions(),
               "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
               "peak_bf16_tflops_measured": measured_peak_flops(device) / 1e12,
               "dataloader": dataloader_rate(proc0, records), "loss_check": loss_check(builder, records, a.stage, a.tmp),
