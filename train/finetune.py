@@ -41,6 +41,9 @@ log = logging.getLogger("train.finetune")
 
 def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
         fargs: SpeedArguments | None = None) -> dict:
+    if sargs.stage == 3:  # GRPO through TRL (train/grpo.py); imported here: TRL takes seconds to import
+        from train import grpo
+        return grpo.run(margs, dargs, sargs, targs, fargs)
     built = build(margs, dargs, sargs, targs, fargs)  # train/builder.py: model, data, collator, trainer
     trainer, model, processor, family = built.trainer, built.model, built.processor, built.family
     out = Path(targs.output_dir)
