@@ -68,7 +68,7 @@ def trainable_summary(model) -> dict:
 
 
 def build_trl_trainer(name: str, model, tokenizer, image_processor, records, targets: list[str], targs: dict,
-                      trainer_cls_wrapper):
+                      trainer_cls_wrapper, lora_dropout: float = 0.05):
     """An SFTTrainer for peer `name` over `records`; targs are the shared TrainingArguments values."""
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer  # heavy optional: only the peer runs need it
@@ -76,7 +76,7 @@ def build_trl_trainer(name: str, model, tokenizer, image_processor, records, tar
     liger, gc = PEERS[name]
     processor = hf_processor(tokenizer, image_processor)
     cfg = SFTConfig(max_length=None, gradient_checkpointing=gc, use_liger_kernel=liger, **targs)
-    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets)
+    peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=lora_dropout, target_modules=targets)
     trainer = trainer_cls_wrapper(SFTTrainer)(model=model, args=cfg, train_dataset=peer_dataset(records),
                                               processing_class=processor, peft_config=peft_config)
     return trainer, processor

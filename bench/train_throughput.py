@@ -201,7 +201,7 @@ def run_peer(spec, model_builder, records, args, stage: int, device) -> dict:
                  max_steps=args.steps + args.warmup, report_to=[], save_strategy="no", logging_steps=10 ** 6,
                  dataloader_num_workers=args.workers, disable_tqdm=True, seed=0, lr_scheduler_type="constant")
     trainer, hf_proc = peers.build_trl_trainer(name, model, processor.tokenizer, processor.image_processor, recs,
-                                               targets, targs, _timed)
+                                               targets, targs, _timed, lora_dropout=args.lora_dropout)
     check = peers.loss_check(trainer, hf_proc, records)
     trainer.step_log, trainer.profile_at = [], (args.warmup - 1 if args.profile else None)
     if device.type == "cuda":
@@ -241,7 +241,7 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         recs = records[: batch * max(steps, 2)]
     else:
         recs = (records * (n_needed // len(records) + 1))[:n_needed]
-    stage_args = StageArguments(stage=stage, lora_r=16, lora_alpha=32, lora_dropout=0.05).apply_preset()
+    stage_args = StageArguments(stage=stage, lora_r=16, lora_alpha=32, lora_dropout=args.lora_dropout).apply_preset()
     gc = targ_opts["gradient_checkpointing"]
     targs = TrainingArguments(
         output_dir=str(args.tmp / f"out_{spec}"), per_device_train_batch_size=batch, bf16=device.type == "cuda",
@@ -256,7 +256,8 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         # The common recipe: plain PEFT on the linear layers of the stage's component, HF's Trainer and loss.
         regex = family.merger_regex if stage == 1 else family.llm_regex(["attn", "ffn"])
         targets = resolve_modules(model, regex, "bench")
-        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets))
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=args.lora_dropout,
+                                                 target_modules=targets))
         if gc:
             model.config.use_cache = False
         trainer = _timed(Trainer)(model=model, args=targs, train_dataset=VLDataset(recs, processor),
@@ -358,6 +359,8 @@ def main(argv=None):
     p.add_argument("--batch_a", type=int, default=8)
     p.add_argument("--batch_b", type=int, default=32, help="samples packed per row in (b)")
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--lora_dropout", type=float, default=0.05,
+                   help="every variant's LoRA dropout (0: deterministic, to compare per-step losses across variants)")
     p.add_argument("--profile", action="store_true", help="profile one step per variant (not timed)")
     p.add_argument("--out", default=None)
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON here
@@ -390,7 +393,7 @@ def main(argv=None):
     (a.tmp / "records.json").write_text(json.dumps(records))
     result = {"config": a.config if not a.tiny else "tiny", "device": torch.cuda.get_device_name() if device.type == "cuda"
               else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
-              "versions": package_versions(),
+              "versions": package_versions(), "lora_dropout": a.lora_dropout,
               "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
               "peak_bf16_tflops_measured": measured_peak_flops(device) / 1e12,
               "dataloader": dataloader_rate(proc0, records), "loss_check": loss_check(builder, records, a.stage, a.tmp),
