@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from train.config import parse_args
-from train.pipeline import REPO, child_env, launcher, settings_from_env, stage2_base, stage_args
+from train.pipeline import (REPO, Pipeline, child_env, launcher, settings_from_env, stage2_base, stage3_base,
+                            stage_args)
 from train.stage_record import NO_RECORD, StageChanged, decide, option_lines, record_diff, stage_record
 
 BASE_ENV = {"MODEL": "Qwen/Qwen2-VL-2B-Instruct", "STAGE1_DATA": "caps.json", "TRAIN_DATA": "train.json"}
@@ -160,3 +161,44 @@ def test_skip_resume_refuse_and_redo(tmp_path):
 def test_record_diff_names_each_changed_line():
     assert record_diff("a\nb\nc", "a\nB\nc\nd") == "was: b; now: B; now: d"
     assert record_diff("x", "x") == ""
+
+
+def test_stage3_runs_on_the_merged_stage2_only_with_stage3_data(tmp_path, monkeypatch):
+    """STAGE3_DATA adds Stage 3 (train/recipes/stage3.yaml) on Stage 2 merged into Stage 2's base; EVAL_DATA gives
+    it the held-out reward, not in-loop validation; without STAGE3_DATA the pipeline stops after Stage 2."""
+    s = _settings(tmp_path, OUTPUT_DIR="run", EVAL_DATA="val.json", STAGE3_DATA="rl.json", STAGE3_ARGS="--beta 0")
+    args = stage_args(s, 3, "b", s.stage3_data, s.output_dir / "stage3", has_gpu=False)
+    assert args[:2] == [str(REPO / "train/recipes/stage3.yaml"), str(REPO / "train/recipes/cpu.yaml")]
+    assert args[-4:] == ["--eval_data", str(tmp_path / "val.json"), "--beta", "0"] and "--eval_strategy" not in args
+    margs, dargs, sargs, targs, fargs = parse_args(args)
+    assert sargs.stage == 3 and sargs.beta == 0 and sargs.modes["llm"] == "lora" and sargs.resume
+    assert sargs.reward_weights == {"closed": 1.0, "open_f1": 0.5, "iou": 1.0} and targs.report_to == ["tensorboard"]
+
+    calls = []
+
+    def fake_call(self, cmd):  # what each command would leave behind: adapters, merge reports
+        calls.append(cmd)
+        out = Path(cmd[cmd.index("--output_dir") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        if "train.merge_lora" in cmd:
+            (out / "merge_report.json").write_text("{}")
+        else:
+            (out / "adapter_config.json").write_text("{}")
+            (out / "STAGE_DONE").write_text("done\n")
+    monkeypatch.setattr(Pipeline, "call", fake_call)
+    r = Pipeline(s, {}, tmp_path, has_gpu=False).run()
+    run = tmp_path / "run"
+    kinds = [("merge" if "train.merge_lora" in c else c[c.index("train.finetune") + 1].rsplit("/", 1)[-1]) for c in calls]
+    assert kinds == ["stage1.yaml", "merge", "stage2.yaml", "merge", "stage3.yaml"]
+    merge2 = calls[3]
+    assert merge2[merge2.index("--model_name_or_path") + 1] == str(run / "stage1_merged")
+    assert merge2[merge2.index("--adapter") + 1] == str(run / "stage2")
+    assert calls[4][calls[4].index("--model_name_or_path") + 1] == str(run / "stage2_merged")
+    assert r["stage3"] == str(run / "stage3") and r["stage3_base"] == str(run / "stage2_merged")
+    assert stage3_base(s) == (str(run / "stage2_merged"), "merged")
+    calls.clear()
+    r = Pipeline(s, {}, tmp_path, has_gpu=False).run()  # rerun: every stage done, nothing runs again
+    assert calls == [] and r["stage3"]
+    no3 = _settings(tmp_path, OUTPUT_DIR="other")
+    r = Pipeline(no3, {}, tmp_path, has_gpu=False).run()
+    assert r["stage3"] is None and not any("stage3.yaml" in " ".join(c) for c in calls)

@@ -1,4 +1,5 @@
-"""The two-stage pipeline: Stage 1 (merger LoRA) -> verified merge -> Stage 2 (LLM LoRA), resumable.
+"""The two-stage pipeline: Stage 1 (merger LoRA) -> verified merge -> Stage 2 (LLM LoRA), resumable; with STAGE3_DATA
+a third: Stage 2 merged -> Stage 3 (GRPO LoRA, train/grpo.py).
 
     export MODEL=Qwen/Qwen2-VL-2B-Instruct STAGE1_DATA=captions.json TRAIN_DATA=train.json EVAL_DATA=val.json
     python -m train.pipeline --num_gpus 1       # scripts/finetune_lora_single_gpu.sh; OUTPUT_DIR default outputs/run
@@ -16,7 +17,8 @@ Environment (all optional except MODEL, STAGE1_DATA, TRAIN_DATA):
   TRAIN_DATA     instruction records (Stage 2)            EVAL_DATA    validation records (eval loss, gen. metrics)
   OUTPUT_DIR     default outputs/run                      NUM_GPUS     default 1 (processes per node)
   ZERO           none | 2 | 3 | 3_offload (default none for 1 GPU, 2 for several)
-  STAGE1_ARGS / STAGE2_ARGS / COMMON_ARGS  extra arguments for python -m train.finetune (they win over the recipes)
+  STAGE3_DATA    records for Stage 3 (GRPO with verifiable rewards, on the merged Stage 2); unset: no Stage 3
+  STAGE1_ARGS / STAGE2_ARGS / STAGE3_ARGS / COMMON_ARGS  extra arguments for python -m train.finetune (they win)
   SKIP_STAGE1=1  Stage 2 straight on MODEL (e.g. a model already aligned)
   SPEED_ARGS     replaces gpu.yaml's speed options (packing, chunked_loss; off under ZeRO-3); NUM_WORKERS (default 8)
   EVAL_STEPS     validation interval (default: stage2.yaml's)   MERGE_WAIT_S  how long other nodes wait (default 7200)
@@ -72,6 +74,8 @@ class Settings:
     common_args: tuple = ()
     stage1_args: tuple = ()
     stage2_args: tuple = ()
+    stage3_data: str | None = None
+    stage3_args: tuple = ()
     speed_args: tuple | None = None  # None: gpu.yaml's
     num_workers: str | None = None
     eval_steps: str | None = None
@@ -136,6 +140,7 @@ def settings_from_env(env: Mapping[str, str], cwd: Path, num_gpus: int | None = 
         rdzv=env.get("RDZV") or "static", rdzv_id=env.get("RDZV_ID") or "medvl", skip_stage1=skip1,
         common_args=tuple(env.get("COMMON_ARGS", "").split()), stage1_args=tuple(env.get("STAGE1_ARGS", "").split()),
         stage2_args=tuple(env.get("STAGE2_ARGS", "").split()),
+        stage3_data=resolve(env.get("STAGE3_DATA"), cwd), stage3_args=tuple(env.get("STAGE3_ARGS", "").split()),
         speed_args=tuple(env["SPEED_ARGS"].split()) if "SPEED_ARGS" in env else None,
         num_workers=env.get("NUM_WORKERS") or None, eval_steps=env.get("EVAL_STEPS") or None,
         redo_changed=bool(env.get("REDO_CHANGED")), merge_wait_s=int(env.get("MERGE_WAIT_S") or 7200))
@@ -186,6 +191,8 @@ def stage_args(s: Settings, stage: int, model: str, data: str, out: Path, has_gp
             "--output_dir", str(out), *flags, *s.common_args]
     if stage == 1:
         return args + list(s.stage1_args)
+    if stage == 3:  # EVAL_DATA: the held-out reward at the start and end of the stage (no in-loop validation)
+        return args + (["--eval_data", s.eval_data] if s.eval_data else []) + list(s.stage3_args)
     if s.eval_data:
         args += ["--eval_data", s.eval_data, "--eval_strategy", "steps"]
         args += ["--eval_steps", s.eval_steps] if s.eval_steps else []
@@ -208,6 +215,16 @@ def stage2_base(s: Settings) -> tuple[str, str]:
     stage1, merged = s.output_dir / "stage1", s.output_dir / "stage1_merged"
     if not (stage1 / "adapter_config.json").is_file():
         return str(stage1), "full"
+    if (merged / MERGE_REPORT).is_file():
+        return str(merged), "merged"
+    return str(merged), "merge" if s.node_rank == 0 else "wait"
+
+
+def stage3_base(s: Settings) -> tuple[str, str]:
+    """(Stage 3's base, what to do for it), as stage2_base: Stage 2's adapter merged into Stage 2's base."""
+    stage2, merged = s.output_dir / "stage2", s.output_dir / "stage2_merged"
+    if not (stage2 / "adapter_config.json").is_file():
+        return str(stage2), "full"
     if (merged / MERGE_REPORT).is_file():
         return str(merged), "merged"
     return str(merged), "merge" if s.node_rank == 0 else "wait"
@@ -237,16 +254,16 @@ class Pipeline:
             return
         if action == "redo":
             move_aside(out)
-            if stage == 1:
-                move_aside(s.output_dir / "stage1_merged")  # merged from the old Stage 1
+            if stage in (1, 2):
+                move_aside(s.output_dir / f"stage{stage}_merged")  # merged from the old stage
         write_record(out, want, s.node_rank)
         self.call(launcher(s) + args)
 
-    def merge(self, base: str, how: str) -> None:
+    def merge(self, base: str, how: str, model: str | None = None, adapter: str = "stage1") -> None:
         s = self.s
         if how == "merge":
-            self.call([sys.executable, "-m", "train.merge_lora", "--model_name_or_path", s.model, "--adapter",
-                       str(s.output_dir / "stage1"), "--output_dir", base,
+            self.call([sys.executable, "-m", "train.merge_lora", "--model_name_or_path", model or s.model, "--adapter",
+                       str(s.output_dir / adapter), "--output_dir", base,
                        *(["--probe_data", s.eval_data] if s.eval_data else [])])
         elif how == "wait":
             print(f"node {s.node_rank}: waiting for node 0 to merge Stage 1 into {base}", flush=True)
@@ -263,9 +280,15 @@ class Pipeline:
         base, how = stage2_base(s)
         self.merge(base, how)
         self.stage(2, base, s.train_data)
+        base3 = None
+        if s.stage3_data:
+            base3, how3 = stage3_base(s)
+            self.merge(base3, how3, model=base, adapter="stage2")
+            self.stage(3, base3, s.stage3_data)
         return {"model": s.model, "output_dir": str(s.output_dir), "stage2_base": base,
                 "stage1": None if s.skip_stage1 else str(s.output_dir / "stage1"),
-                "stage2": str(s.output_dir / "stage2")}
+                "stage2": str(s.output_dir / "stage2"), "stage3_base": base3,
+                "stage3": str(s.output_dir / "stage3") if s.stage3_data else None}
 
 
 def run_pipeline(env: Mapping[str, str] | None = None, cwd: Path | None = None, num_gpus: int | str | None = None,
@@ -294,8 +317,11 @@ def main(argv=None) -> None:
     print(f"Stage-1 adapter : {skipped or r['stage1']}")
     print(f"Stage-1 merged  : {skipped or out + '/stage1_merged'}")
     print(f"Stage-2 adapter : {r['stage2']}   (base for it: {r['stage2_base']})")
+    if r["stage3"]:
+        print(f"Stage-3 adapter : {r['stage3']}   (base for it: {r['stage3_base']})")
     print(f"TensorBoard     : tensorboard --logdir {out}")
-    print(f"Evaluate        : MODELS=\"base={r['model']} stage2={r['stage2_base']}+{r['stage2']}\" "
+    stage3 = f" stage3={r['stage3_base']}+{r['stage3']}" if r["stage3"] else ""
+    print(f"Evaluate        : MODELS=\"base={r['model']} stage2={r['stage2_base']}+{r['stage2']}{stage3}\" "
           f"TEST_DATA=test.json TYPE_MAPPING=type_mapping.json bash {REPO / 'scripts/run_eval.sh'}   "
           "(both from python -m data_process.data_trans)")
 
