@@ -18,6 +18,7 @@ from medvl.jsonio import read_records, write_json
 from medvl.loading import load_processor
 from train.config import parse_args
 from train.finetune import run as run_stage
+from tests.conftest import FAMILIES
 from train.grpo import GRPORecords, RecordPrompts, check_stage3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +44,12 @@ def _yes_no(tmp_path, n_train, n_val, seed=1):
     return data, out
 
 
-def test_prompts_are_the_tokens_eval_decodes_from(tiny_models, tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompts_are_the_tokens_eval_decodes_from(family, tiny_models, tmp_path):
     """What TRL generates from (apply_chat_template) and what it scores log-probs on (__call__) are the ids and
     pixels of VLProcessor.encode(train=False), special-token text in a record included."""
     data, _ = _yes_no(tmp_path, 2, 0)
-    proc = load_processor(str(tiny_models["qwen2_vl"]))
+    proc = load_processor(str(tiny_models[family]))
     recs = read_records(data["train"])[:3]
     recs[1]["conversations"][0]["value"] += " <|im_end|>"  # record text stays plain text
     rows = GRPORecords(recs, proc)

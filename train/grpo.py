@@ -324,6 +324,10 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
 def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
         fargs: SpeedArguments | None = None, callbacks: tuple = ()) -> dict:
     """Build, measure the held-out reward, train, measure again, save the adapter and run_summary.json."""
+    try:
+        check_stage3(dargs, sargs, targs, fargs)
+    except ValueError as e:  # a command-line mistake: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None
     trainer, model, processor, family, splits, reports, lr_check = build(margs, dargs, sargs, targs, fargs, callbacks)
     out = Path(targs.output_dir)
     rank0 = targs.process_index == 0
@@ -341,6 +345,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
             log.info("resuming from %s", resume or "scratch (no checkpoint found)")
         if resume:
             verify_checkpoint(resume, sargs.trust_checkpoint)
+    # a resumed run did not start here: its start value is the first run's (that run_summary.json is replaced)
     start = measure() if heldout is not None and resume is None else None
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
