@@ -279,7 +279,7 @@ def grpo_config(targs, sargs: StageArguments) -> GRPOConfig:
 
 
 def check_stage3(dargs: DataArguments, sargs: StageArguments, targs, fargs: SpeedArguments | None) -> None:
-    """Refuse what Stage 3 cannot do, before anything loads; say what it ignores."""
+    """Refuse what Stage 3 cannot do, before anything loads."""
     check_one_gpu_per_process(targs.n_gpu)
     if dargs.curriculum != "none":
         raise ValueError(f"--curriculum {dargs.curriculum} does not apply to --stage 3 (TRL samples the prompts)")
@@ -290,16 +290,15 @@ def check_stage3(dargs: DataArguments, sargs: StageArguments, targs, fargs: Spee
     if per_step % sargs.num_generations:
         raise ValueError(f"--per_device_train_batch_size x --gradient_accumulation_steps x processes = {per_step} "
                          f"completions per step must be a multiple of --num_generations {sargs.num_generations}")
-    fargs = fargs or SpeedArguments()
-    ignored = [n for n in ("packing", "chunked_loss", "vision_cache") if getattr(fargs, n)]
-    if ignored and targs.process_index == 0:
-        log.info("stage 3: %s ignored (TRL computes the GRPO loss)", ", ".join(ignored))
 
 
 def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
           fargs: SpeedArguments | None = None, callbacks: tuple = ()):
     """(trainer, model, processor, family, splits, reports, lr_check) for one Stage-3 run."""
     check_stage3(dargs, sargs, targs, fargs)
+    ignored = [n for n in ("packing", "chunked_loss", "vision_cache") if getattr(fargs or SpeedArguments(), n)]
+    if ignored and targs.process_index == 0:  # gpu.yaml turns them on for every stage
+        log.info("stage 3: %s ignored (TRL computes the GRPO loss)", ", ".join(ignored))
     set_seed(targs.seed)  # before the adapters are drawn (as train.builder.build)
     os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(Path(targs.output_dir) / "tensorboard")
     if _zero_stage(targs) == 3:
@@ -345,7 +344,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
             log.info("resuming from %s", resume or "scratch (no checkpoint found)")
         if resume:
             verify_checkpoint(resume, sargs.trust_checkpoint)
-    # a resumed run did not start here: its start value is the first run's (that run_summary.json is replaced)
+    # a resumed run is past the start of the stage: no start value then (the interrupted run wrote none)
     start = measure() if heldout is not None and resume is None else None
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
