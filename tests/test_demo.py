@@ -21,6 +21,12 @@ def test_demo_learns_and_writes_tables(tmp_path):
     assert list((tmp_path / "demo" / "result" / "plots").glob("*.png"))
     plots = {p.name for p in (tmp_path / "demo" / "result" / "plots").glob("*.png")}
     assert {"headline.png", "curves_stage1.png", "curves_stage2.png"} <= plots  # curves from the TensorBoard events
+    # issue 20: every protocol scored from the same predictions, and the report shows them with the baselines
+    import json
+    protocols = json.loads((tmp_path / "demo" / "result" / "protocols.json").read_text())
+    assert set(protocols) == {"strict", "llava_med", "medevalkit", "lmms_eval"} and "stage2" in protocols["strict"]
+    html = (tmp_path / "demo" / "result" / "report.html").read_text()
+    assert "Scoring protocols and published baselines" in html and "MedGemma" in html
     # the HTML report, rendered as docs/demo_report.png is made: `python -m eval.report_check <report> --out PNG`
     from eval.report_check import ink_fraction, render
 
