@@ -137,13 +137,13 @@ def test_failure_inside_a_dataloader_worker_reaches_the_run_summary(tiny_models,
 
     recs = [qa_record(f"r{i}", write_image(tmp_path / f"i{i}.png", (56, 56), seed=i)) for i in range(4)]
     write_jsonl(tmp_path / "train.jsonl", recs)
-    real = train.builder.validate_records  # the builder's validation pass
+    real = train.builder.validate_cached  # the builder's validation pass
 
     def validate_then_delete(*a, **k):  # the file disappears between validation and the step that reads it
         out = real(*a, **k)
         (tmp_path / "i2.png").unlink()
         return out
-    monkeypatch.setattr(train.builder, "validate_records", validate_then_delete)
+    monkeypatch.setattr(train.builder, "validate_cached", validate_then_delete)
     summary = run(*parse_args([
         "--model_name_or_path", str(tiny_models["qwen2_vl"]), "--train_data", str(tmp_path / "train.jsonl"),
         "--stage", "2", "--output_dir", str(tmp_path / "run"), "--per_device_train_batch_size", "2",
