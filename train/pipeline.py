@@ -207,27 +207,25 @@ def child_env(s: Settings, env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def stage2_base(s: Settings) -> tuple[str, str]:
-    """(Stage 2's base, what to do for it): 'model' (no Stage 1), 'full' (Stage 1 trained weights in full: its
+def merged_base(s: Settings, stage: int) -> tuple[str, str]:
+    """(the base of the stage after `stage`, what to do for it): 'full' (that stage trained weights in full: its
     output is a checkpoint), 'merged' (done before), 'merge' (node 0), 'wait' (other nodes: node 0 merges)."""
-    if s.skip_stage1:
-        return s.model, "model"
-    stage1, merged = s.output_dir / "stage1", s.output_dir / "stage1_merged"
-    if not (stage1 / "adapter_config.json").is_file():
-        return str(stage1), "full"
+    out, merged = s.output_dir / f"stage{stage}", s.output_dir / f"stage{stage}_merged"
+    if not (out / "adapter_config.json").is_file():
+        return str(out), "full"
     if (merged / MERGE_REPORT).is_file():
         return str(merged), "merged"
     return str(merged), "merge" if s.node_rank == 0 else "wait"
+
+
+def stage2_base(s: Settings) -> tuple[str, str]:
+    """Stage 2's base: MODEL without Stage 1 ('model'), else Stage 1 merged into it (merged_base)."""
+    return (s.model, "model") if s.skip_stage1 else merged_base(s, 1)
 
 
 def stage3_base(s: Settings) -> tuple[str, str]:
-    """(Stage 3's base, what to do for it), as stage2_base: Stage 2's adapter merged into Stage 2's base."""
-    stage2, merged = s.output_dir / "stage2", s.output_dir / "stage2_merged"
-    if not (stage2 / "adapter_config.json").is_file():
-        return str(stage2), "full"
-    if (merged / MERGE_REPORT).is_file():
-        return str(merged), "merged"
-    return str(merged), "merge" if s.node_rank == 0 else "wait"
+    """Stage 3's base: Stage 2's adapter merged into Stage 2's base."""
+    return merged_base(s, 2)
 
 
 class Pipeline:
