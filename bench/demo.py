@@ -9,7 +9,8 @@ No hub access needed.
 Output under --output_dir (DEMO_DIR, default demo_out/; removed first). --curriculum (CURRICULUM)
 open_then_closed|closed_then_open|mixed trains Stage 2 in that data order (train/curriculum.py); the order is recorded
 in <dir>/run/stage2/run_summary.json ("curriculum") and curriculum_order.json. The learning bar is the default
-recipe's: open_then_closed misses it here (closed accuracy 0.74; result/curriculum_ablation/).
+recipe's: open_then_closed misses it here (closed accuracy 0.74; result/curriculum_ablation/). STAGE3=1 (--stage3)
+adds Stage 3 (GRPO on TRL, train/grpo.py) on the merged Stage 2 and evaluates it as `stage3`.
 """
 from __future__ import annotations
 
@@ -81,6 +82,10 @@ def main(argv=None) -> int:
                    help="everything lands here (removed first); default DEMO_DIR or demo_out")
     p.add_argument("--curriculum", default=os.environ.get("CURRICULUM") or "none",
                    help="Stage-2 data order: none | open_then_closed | closed_then_open | mixed")
+    p.add_argument("--stage3", action="store_true", default=os.environ.get("STAGE3") == "1",
+                   help="also Stage 3 (GRPO, the preset's rewards closed/open_f1/iou, 30 steps) on the merged "
+                        "Stage 2, evaluated as stage3 (STAGE3=1; off by default: ~30 s more on 2 CPU cores, and 30 "
+                        "steps change little here)")
     a = p.parse_args(argv)
     d = Path(a.output_dir).resolve()
     shutil.rmtree(d, ignore_errors=True)
@@ -97,10 +102,16 @@ def main(argv=None) -> int:
                     "--logging_steps 20 --save_strategy no --disable_tqdm true --seed 0",
         STAGE1_ARGS="--max_steps 300 --merger_lr 2e-3",
         STAGE2_ARGS=f"--max_steps 750 --llm_lr 2e-3 --gen_eval_samples 60 --gen_max_new_tokens 8 "
-                    f"--curriculum {a.curriculum}"), num_gpus=1)
+                    f"--curriculum {a.curriculum}",
+        **({"STAGE3_DATA": str(d / "data/train.clean.json"),
+            "STAGE3_ARGS": "--max_steps 30 --llm_lr 1e-3 --num_generations 4 "
+                           "--max_completion_length 8 --gen_eval_samples 16"} if a.stage3 else {})), num_gpus=1)
     print("== 5/6 evaluation of base / Stage 1 / Stage 2", flush=True)
     base, s1, s2 = d / "base", d / "run/stage1", d / "run/stage2"
-    evaluate([f"base={base}", f"stage1={base}+{s1}", f"stage2={base}+{s1}+{s2}"], d, d / "result")
+    models = [f"base={base}", f"stage1={base}+{s1}", f"stage2={base}+{s1}+{s2}"]
+    if a.stage3:  # Stage 3 trained on the merged Stage 2 (train/pipeline.py)
+        models.append(f"stage3={d / 'run/stage2_merged'}+{d / 'run/stage3'}")
+    evaluate(models, d, d / "result")
     print("== 6/6 learning check", flush=True)
     if not learning_check(d / "result/evaluation_metrics.json"):
         return 1
