@@ -247,10 +247,9 @@ def make_trainer(model, processor, family: ModelFamily, targs, sargs: StageArgum
     return Built(trainer, model, processor, family, vision_cache, early, lr_check)
 
 
-def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
-          fargs: SpeedArguments | None = None, callbacks: tuple = ()) -> Built:
-    """A whole run from its arguments, as `python -m train.finetune` trains it."""
-    fargs = check_config(margs, dargs, sargs, targs, fargs)
+def start_run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs):
+    """What every stage does first (train/grpo.py too): seed, TensorBoard folder, ZeRO-3's process group, then
+    (model, processor, family, validated splits, their reports)."""
     # Seed before the model is built: LoRA's A matrices are drawn in apply_stage, before the Trainer seeds;
     # unseeded, two runs with the same --seed started from different adapters.
     set_seed(targs.seed)
@@ -260,6 +259,14 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
         deepspeed.init_distributed(dist_backend="gloo" if targs.use_cpu else "nccl")
     model, processor, family = load(margs, dargs, targs)
     splits, reports = load_splits(dargs, processor, progress=targs.process_index == 0)
+    return model, processor, family, splits, reports
+
+
+def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
+          fargs: SpeedArguments | None = None, callbacks: tuple = ()) -> Built:
+    """A whole run from its arguments, as `python -m train.finetune` trains it."""
+    fargs = check_config(margs, dargs, sargs, targs, fargs)
+    model, processor, family, splits, reports = start_run(margs, dargs, sargs, targs)
     model, vision_cache = prepare_model(model, family, sargs, targs, fargs)
     built = make_trainer(model, processor, family, targs, sargs, dargs=dargs, fargs=fargs,
                          train_records=splits["train"], eval_records=splits.get("eval"), vision_cache=vision_cache,

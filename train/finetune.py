@@ -23,18 +23,15 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from medvl.checkpoint_path import CheckpointNotFound
-from medvl.jsonio import write_json
-from train.adapters import trainable_summary
-from train.builder import build, derived_values, end_distributed
-from train.checkpoints import UntrustedCheckpoint, last_complete_checkpoint, verify_checkpoint
+from train.builder import build, end_distributed
+from train.checkpoints import UntrustedCheckpoint
 from train.config import DataArguments, ModelArguments, SpeedArguments, StageArguments, parse_args
+from train.run_record import common_summary, finish_stage, resume_point
 
 log = logging.getLogger("train.finetune")
 
@@ -45,20 +42,11 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         from train import grpo
         return grpo.run(margs, dargs, sargs, targs, fargs)
     built = build(margs, dargs, sargs, targs, fargs)  # train/builder.py: model, data, collator, trainer
-    trainer, model, processor, family = built.trainer, built.model, built.processor, built.family
-    out = Path(targs.output_dir)
-    rank0 = targs.process_index == 0
-
-    resume = None
-    if sargs.resume and out.is_dir():
-        resume = last_complete_checkpoint(out)  # not get_last_checkpoint: it takes a half-written one
-        if rank0:
-            log.info("resuming from %s", resume or "scratch (no checkpoint found)")
-        if resume:  # before the Trainer (or DeepSpeed) reads any of its files
-            verify_checkpoint(resume, sargs.trust_checkpoint)
+    trainer = built.trainer
+    resume = resume_point(sargs, targs)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(out))  # adapter (+ any fully trained modules) in safetensors
+    trainer.save_model(str(targs.output_dir))  # adapter (+ any fully trained modules) in safetensors
     final_eval = {}
     if trainer.eval_dataset is not None:  # reuse the in-loop evaluation of the last step instead of running it twice
         at_end = [h for h in trainer.state.log_history if h.get("step") == trainer.state.global_step
@@ -66,32 +54,20 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         final_eval = {k: v for h in at_end for k, v in h.items()} if at_end else trainer.evaluate()
     train_records = built.splits["train"]
     summary = {
-        "stage": sargs.stage, "family": family.name, "base": margs.model_name_or_path,
-        "train_seconds": round(time.time() - t0, 2), "train_metrics": result.metrics, "final_eval": final_eval,
-        "optimizer_lrs": built.lr_check.result, "trainable": trainable_summary(model, family),
-        "validation_reports": built.reports, "modes": sargs.modes, "quantization": margs.quantization,
+        **common_summary(margs, dargs, sargs, targs, fargs, trainer, built.family, train_seconds=time.time() - t0,
+                         train_metrics=result.metrics, lr_check=built.lr_check, reports=built.reports, resume=resume),
+        "final_eval": final_eval,
         "early_stopping": built.early.summary() if built.early else None,
         "failed_at_train_time": _over_ranks(trainer.failed_at_train_time),
-        "failed_at_eval_time": _over_ranks(trainer.failed_at_eval_time), "resumed_from": resume,
-        "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs),
-                 "speed": asdict(fargs or SpeedArguments())},
+        "failed_at_eval_time": _over_ranks(trainer.failed_at_eval_time),
         "vision_cache": built.vision_cache.summary() if built.vision_cache else None,
         "curriculum": (trainer.curriculum_sampler.describe(train_records) if trainer.curriculum_sampler
                        else {"curriculum": "none"}),
-        "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"],
-        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None,
-        # training_args, attn_implementation, optimizer, world_size, effective_batch_size
-        **derived_values(trainer),
     }
-    if trainer.is_world_process_zero():
-        processor.tokenizer.save_pretrained(out)
-        processor.image_processor.save_pretrained(out)
-        write_json(out / "run_summary.json", summary)
-        if trainer.curriculum_sampler:  # the full order: record ids per planned epoch
-            write_json(out / "curriculum_order.json", trainer.curriculum_sampler.order_ids(train_records), indent=None)
-        (out / "STAGE_DONE").write_text(f"stage {sargs.stage}\n")
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    # the full order, record ids per planned epoch
+    order = {"curriculum_order.json": trainer.curriculum_sampler.order_ids(train_records)} \
+        if trainer.curriculum_sampler else None
+    finish_stage(trainer, built.processor, targs, sargs.stage, summary, order)
     return summary
 
 

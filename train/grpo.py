@@ -30,14 +30,11 @@ import copy
 import dataclasses
 import logging
 import math
-import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from transformers import BatchFeature, ProcessorMixin, TrainingArguments, set_seed
+from transformers import BatchFeature, ProcessorMixin, TrainingArguments
 import trl
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
@@ -46,14 +43,12 @@ from medvl.collate import VLCollator, mm_token_type_ids
 from medvl.encoding import VLProcessor, load_image
 from medvl.families import ModelFamily
 from medvl.generation import greedy_generate
-from medvl.jsonio import write_json
 from medvl.rewards import score
 from medvl.schema import image_list
-from train.adapters import trainable_summary
-from train.builder import (GroupLRCheck, check_one_gpu_per_process, derived_values, load, load_splits,
-                           prepare_model)
-from train.checkpoints import ManifestOnSave, last_complete_checkpoint, verify_checkpoint
+from train.builder import GroupLRCheck, check_one_gpu_per_process, prepare_model, start_run
+from train.checkpoints import ManifestOnSave
 from train.config import DataArguments, ModelArguments, SpeedArguments, StageArguments, _zero_stage
+from train.run_record import common_summary, finish_stage, resume_point
 from train.trainer import VLTrainer
 
 log = logging.getLogger("train.grpo")
@@ -299,13 +294,7 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
     ignored = [n for n in ("packing", "chunked_loss", "vision_cache") if getattr(fargs or SpeedArguments(), n)]
     if ignored and targs.process_index == 0:  # gpu.yaml turns them on for every stage
         log.info("stage 3: %s ignored (TRL computes the GRPO loss)", ", ".join(ignored))
-    set_seed(targs.seed)  # before the adapters are drawn (as train.builder.build)
-    os.environ["TENSORBOARD_LOGGING_DIR"] = sargs.tensorboard_dir or str(Path(targs.output_dir) / "tensorboard")
-    if _zero_stage(targs) == 3:
-        import deepspeed  # optional, heavy; ZeRO-3 partitions at load time: the process group must exist first
-        deepspeed.init_distributed(dist_backend="gloo" if targs.use_cpu else "nccl")
-    model, processor, family = load(margs, dargs, targs)
-    splits, reports = load_splits(dargs, processor, progress=targs.process_index == 0)
+    model, processor, family, splits, reports = start_run(margs, dargs, sargs, targs)  # as stages 1-2 start
     model, _ = prepare_model(model, family, sargs, targs)
     config = grpo_config(targs, sargs)
     lr_check = GroupLRCheck()
@@ -329,7 +318,6 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         raise SystemExit(f"error: {e}") from None
     trainer, model, processor, family, splits, reports, lr_check = build(margs, dargs, sargs, targs, fargs, callbacks)
     out = Path(targs.output_dir)
-    rank0 = targs.process_index == 0
     weights = sargs.reward_weights
     heldout = None
     if "eval" in splits and dargs.gen_eval_samples > 0:
@@ -337,13 +325,7 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     measure = (lambda: heldout_reward(model, processor, heldout, weights, family, trainer.generation_config,
                                       sargs.num_generations, targs.per_device_eval_batch_size, targs.seed,
                                       synced_gpus=_zero_stage(targs) == 3))
-    resume = None
-    if sargs.resume and out.is_dir():
-        resume = last_complete_checkpoint(out)
-        if rank0:
-            log.info("resuming from %s", resume or "scratch (no checkpoint found)")
-        if resume:
-            verify_checkpoint(resume, sargs.trust_checkpoint)
+    resume = resume_point(sargs, targs)
     # a resumed run is past the start of the stage: no start value then (the interrupted run wrote none)
     start = measure() if heldout is not None and resume is None else None
     t0 = time.time()
@@ -355,29 +337,15 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
     trainer.save_model(str(out))
     steps = max(trainer.state.global_step, 1)
     summary = {
-        "stage": sargs.stage, "family": family.name, "base": margs.model_name_or_path,
-        "train_seconds": round(train_seconds, 2), "seconds_per_step": round(train_seconds / steps, 3),
-        "train_metrics": result.metrics, "rewards": weights,
+        **common_summary(margs, dargs, sargs, targs, fargs, trainer, family, train_seconds=train_seconds,
+                         train_metrics=result.metrics, lr_check=lr_check, reports=reports, resume=resume),
+        "seconds_per_step": round(train_seconds / steps, 3), "rewards": weights,
         "grpo": {"num_generations": sargs.num_generations, "max_completion_length": sargs.max_completion_length,
                  "beta": sargs.beta, "trl": trl.__version__},
         "heldout_reward": {"start": start, "end": end} if heldout is not None else None,
         "train_log": [h for h in trainer.state.log_history if "reward" in h],
-        "optimizer_lrs": lr_check.result, "trainable": trainable_summary(model, family),
-        "validation_reports": reports, "modes": sargs.modes, "quantization": margs.quantization,
-        "resumed_from": resume,
-        "args": {"model": asdict(margs), "data": asdict(dargs), "stage": asdict(sargs),
-                 "speed": asdict(fargs or SpeedArguments())},
-        "tensorboard_dir": os.environ["TENSORBOARD_LOGGING_DIR"],
-        "peak_gpu_memory_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else None,
-        **derived_values(trainer),
     }
-    if trainer.is_world_process_zero():
-        processor.tokenizer.save_pretrained(out)
-        processor.image_processor.save_pretrained(out)
-        write_json(out / "run_summary.json", _finite(summary))
-        (out / "STAGE_DONE").write_text(f"stage {sargs.stage}\n")
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    finish_stage(trainer, processor, targs, sargs.stage, _finite(summary))
     return summary
 
 
