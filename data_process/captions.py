@@ -44,7 +44,8 @@ from collections import Counter
 from pathlib import PurePath
 
 from medvl.answers import normalize_answer, yes_no
-from medvl.jsonio import DataError, read_records, write_json_list, write_jsonl
+from data_process.split import check_records as check_split_input
+from medvl.jsonio import DataError, read_records, write_records
 from medvl.schema import IMAGE_TAG, image_list, make_record, record_problems, strip_image_tags
 
 PROMPTS = ("Describe the image.", "Describe this medical image.", "What does this image show?",
@@ -155,15 +156,10 @@ def caption_text(organ: str | None, modality: str | None, plane: str | None, sta
 
 
 def check_records(records: list, path: str, include_test: bool = False) -> None:
-    """DataError naming the first malformed record, or (unless include_test) the first test-split record."""
-    for i, rec in enumerate(records):
-        rid = rec.get("id") if isinstance(rec, dict) else None
-        where = f"{path}: record #{i}" + (f" (id {rid!r})" if rid is not None else "")
-        if (problems := record_problems(rec)):
-            raise DataError(f"{where}: {'; '.join(problems)}")
-        if not include_test and str((rec.get("meta") or {}).get("split", "")).lower() == "test":
-            raise DataError(f"{where}: is a test-split record (meta.split 'test'); caption training data only "
-                            f"(the train side of data_process.split) or pass --include_test")
+    """DataError naming the first malformed record, or (unless include_test) the first test-split record (repeated
+    ids are the converters' concern here: captions are per image)."""
+    check_split_input(records, path, include_test, unique_ids=False,
+                      test_hint="caption training data only (the train side of data_process.split)")
 
 
 def build_captions(records: list[dict], path: str = "input", include_test: bool = False,
@@ -239,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         if not caps:
             raise DataError(f"{', '.join(a.input)}: no image with anything to caption (no organ / modality / "
                             f"plane meta and no usable yes/no answers)")
-        (write_jsonl if a.out.endswith(".jsonl") else write_json_list)(a.out, caps)
+        write_records(a.out, caps)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

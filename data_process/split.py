@@ -33,14 +33,16 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from medvl.jsonio import DataError, read_records, write_json_list, write_jsonl
+from medvl.jsonio import DataError, read_records, write_records
 from medvl.schema import image_list, record_problems
 
 BY = ("image", "id")
 
 
-def check_records(records: list, path: str, include_test: bool = False) -> None:
-    """DataError naming the first record that is malformed, repeats an id, or (unless include_test) is a test record."""
+def check_records(records: list, path: str, include_test: bool = False, *, unique_ids: bool = True,
+                  test_hint: str = "split training data only (convert with --split train)") -> None:
+    """DataError naming the first record that is malformed, repeats an id (when unique_ids), or (unless
+    include_test) is a test record. data_process.captions checks its input with it too."""
     seen: set[str] = set()
     for i, rec in enumerate(records):
         rid = rec.get("id") if isinstance(rec, dict) else None
@@ -48,12 +50,11 @@ def check_records(records: list, path: str, include_test: bool = False) -> None:
         problems = record_problems(rec)
         if problems:
             raise DataError(f"{where}: {'; '.join(problems)}")
-        if str(rid) in seen:
+        if unique_ids and str(rid) in seen:
             raise DataError(f"{where}: repeated id (each record must have its own id)")
         seen.add(str(rid))
         if not include_test and str((rec.get("meta") or {}).get("split", "")).lower() == "test":
-            raise DataError(f"{where}: is a test-split record (meta.split 'test'); split training data only "
-                            f"(convert with --split train) or pass --include_test")
+            raise DataError(f"{where}: is a test-split record (meta.split 'test'); {test_hint} or pass --include_test")
 
 
 def _groups(records: list[dict], by: str) -> list[list[int]]:
@@ -151,10 +152,6 @@ def summary_line(s: dict) -> str:
             f"val {s['val']['records']} records / {s['val']['images']} images{text}")
 
 
-def _write(path: str, records: list[dict]) -> None:
-    (write_jsonl if path.endswith(".jsonl") else write_json_list)(path, records)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_process.split", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -181,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             train, val, summary = split_records(records, a.val_fraction, a.seed, a.by)
         except DataError as e:  # about the input as a whole: name the file
             raise DataError(f"{a.input}: {e}") from None
-        _write(a.val_out, val)
-        _write(a.train_out, train)
+        write_records(a.val_out, val)
+        write_records(a.train_out, train)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

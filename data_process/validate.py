@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from data_process.conversion.cli import report_path
 from data_process.validation_cache import cache_key, lookup, store
-from medvl.jsonio import BadLine, DataError, iter_records, read_records, write_json, write_json_list, write_jsonl
+from medvl.jsonio import BadLine, DataError, iter_records, read_records, write_json, write_records
 from medvl.paths import MAX_IMAGE_BYTES
 from medvl.samples import SampleError
 from medvl.schema import record_problems
@@ -156,7 +156,7 @@ def main(argv=None):
     rep = ValidationReport()
     records = tqdm(iter_records(a.data, bad_lines="yield"), desc="validate", disable=a.no_progress, mininterval=2)
     try:
-        (write_jsonl if a.out.endswith(".jsonl") else write_json_list)(a.out, iter_valid(records, processor, rep))
+        write_records(a.out, iter_valid(records, processor, rep))
         rep.check()
         write_json(report_path(a.out), rep.as_dict())
     except DataError as e:  # a broken .json list (a .jsonl's bad lines are rejected one by one), a full disk

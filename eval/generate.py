@@ -92,6 +92,12 @@ def apply_preset(records: list[dict], preset: str) -> list[dict]:
     return out
 
 
+def preset_system(preset: str, system_prompt):
+    """The system turn generation (and perplexity) use: the preset's, unless a custom one was given."""
+    own = PROTOCOLS[preset].generation.system
+    return own if system_prompt is DEFAULT_SYSTEM and own is not None else system_prompt
+
+
 def preset_convention(preset: str) -> dict:
     g = PROTOCOLS[preset].generation
     return {"system": g.system, "max_new_tokens": g.max_new_tokens, "suffixes": dict(g.suffixes),
@@ -218,10 +224,8 @@ def main(argv=None):
                    help="default: the preset's (strict 64, llava_med 1024, medevalkit 1024, lmms_eval 32)")
     p.add_argument("--limit", type=int, default=None, help="first N records only (smoke runs)")
     a = p.parse_args(argv)
-    system = system_prompt_from_args(p, a)
+    system = preset_system(a.preset, system_prompt_from_args(p, a))  # --prompt_mode custom keeps its own
     convention = PROTOCOLS[a.preset].generation
-    if a.prompt_mode != "custom" and convention.system is not None:
-        system = convention.system  # the preset's system turn unless one is given with --prompt_mode custom
     if a.max_new_tokens is None:
         a.max_new_tokens = convention.max_new_tokens
     try:

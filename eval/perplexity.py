@@ -39,7 +39,7 @@ from medvl.categories import REGION_TASKS, category_names
 from medvl.encoding import DEFAULT_SYSTEM, IGNORE_INDEX
 from medvl.jsonio import read_json, read_records, write_json
 from eval.categorize import category_order, native_fields
-from eval.generate import apply_preset, screen_records, vision_dtype
+from eval.generate import apply_preset, preset_system, screen_records, vision_dtype
 from medvl.metrics.protocols import PROTOCOLS
 from medvl.adapter_check import AdapterMismatch
 from medvl.checkpoint_path import CheckpointNotFound
@@ -102,12 +102,6 @@ def answer_scores(model, batch: dict, end_token_id: int, yes_no_ids: dict[str, l
     return (nll * mask).sum(1).double().tolist(), mask.sum(1).tolist(), probs
 
 
-def answer_nll(model, batch: dict, end_token_id: int) -> tuple[list[float], list[int]]:
-    """Per-sample (sum of NLL over answer tokens, number of answer tokens), computed in fp32 (answer_scores)."""
-    sums, counts, _ = answer_scores(model, batch, end_token_id)
-    return sums, counts
-
-
 def corpus_ppl(nll_sums: list[float], counts: list[int]) -> dict:
     tokens = int(sum(counts))
     if tokens == 0:
@@ -141,8 +135,7 @@ def perplexity_for_model(spec: ModelSpec, records: list[dict], out_dir: Path, ty
         clear_outputs(out)
     if preset is None:
         preset = predictions_preset(out)
-    if system_prompt is DEFAULT_SYSTEM and PROTOCOLS[preset].generation.system is not None:
-        system_prompt = PROTOCOLS[preset].generation.system  # the preset's system turn, as eval.generate gives it
+    system_prompt = preset_system(preset, system_prompt)  # the preset's system turn, as eval.generate gives it
     limit, limit_from = prompt_limit(spec, max_len)
     made_with = {}
 

@@ -281,6 +281,11 @@ def iter_records(path: str | os.PathLike, bad_lines: str = "raise") -> Iterator[
     return iter_jsonl(path, bad_lines) if Path(path).suffix == ".jsonl" else iter_json_list(path)
 
 
+def write_records(path: str | os.PathLike, rows: Iterable[Any]) -> int:
+    """Records as a .jsonl file or a .json list, by the suffix (read_records' rule), atomically; streamed."""
+    return (write_jsonl if Path(path).suffix == ".jsonl" else write_json_list)(path, rows)
+
+
 def completed_ids(path: Path) -> set[str]:
     """Ids already in a predictions file; a trailing partial line (killed mid-write) is cut off."""
     if not path.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from data_process.conversion.report import summary_text
-from medvl.jsonio import DataError, write_json, write_json_list, write_jsonl
+from medvl.jsonio import DataError, write_json, write_records
 
 
 def report_path(out: str | os.PathLike) -> Path:
@@ -20,7 +20,7 @@ def write_outputs(records: Iterable[dict], report: dict | Callable[[], dict], ou
     """Write the records (streamed: a generator is never held whole), then the report; `report` may be a callable
     that gives it once the records are consumed (a streaming converter counts as it goes)."""
     out = Path(out)
-    (write_jsonl if out.suffix == ".jsonl" else write_json_list)(out, records)
+    write_records(out, records)
     report = report() if callable(report) else report
     rp = report_path(out)
     write_json(rp, dict(report, output=str(out.resolve())))
