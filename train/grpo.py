@@ -289,8 +289,8 @@ def check_stage3(dargs: DataArguments, sargs: StageArguments, targs, fargs: Spee
 
 def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targs,
           fargs: SpeedArguments | None = None, callbacks: tuple = ()):
-    """(trainer, model, processor, family, splits, reports, lr_check) for one Stage-3 run."""
-    check_stage3(dargs, sargs, targs, fargs)
+    """(trainer, model, processor, family, splits, reports, lr_check) for one Stage-3 run (run() has checked the
+    arguments with check_stage3 before)."""
     ignored = [n for n in ("packing", "chunked_loss", "vision_cache") if getattr(fargs or SpeedArguments(), n)]
     if ignored and targs.process_index == 0:  # gpu.yaml turns them on for every stage
         log.info("stage 3: %s ignored (TRL computes the GRPO loss)", ", ".join(ignored))
