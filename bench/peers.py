@@ -37,6 +37,14 @@ def hf_processor(tokenizer, image_processor):
         from transformers import Qwen2VLVideoProcessor
         return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                 video_processor=Qwen2VLVideoProcessor(), chat_template=tokenizer.chat_template)
+    except AttributeError:  # no usable torchvision (CPU CI): the video-processor class check cannot run
+        class ImageOnlyProcessor(Qwen2VLProcessor):
+            """Qwen2VLProcessor without a video processor: images and text go through the stock code."""
+            def check_argument_for_proper_class(self, name, arg):
+                return None if name == "video_processor" and arg is None else \
+                    super().check_argument_for_proper_class(name, arg)
+        return ImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                                  chat_template=tokenizer.chat_template)
 
 
 def _question_answer(rec: dict) -> tuple[str, str]:
