@@ -7,6 +7,7 @@ same steps one by one where they bring their own model or records, so what they 
     load(margs, dargs, targs)                         -> model, processor, family
     load_splits(dargs, processor)                     -> {"train": records, "eval": records}, validation reports
     prepare_model(model, family, sargs, targs, fargs) -> model with the stage's adapters, vision cache or None
+    plan_memory(model, processor, targs, fargs, records)  --memory_budget_gib: row size, GC, loss chunk (or None)
     make_collator(processor, fargs, keepalive)        padded or packed batches
     make_trainer(model, processor, family, targs, sargs, ...)  -> Built (datasets, curriculum, validator, callbacks)
     derived_values(trainer)                           what the run actually used, for run_summary.json
@@ -24,7 +25,7 @@ from transformers import TrainerCallback, set_seed
 
 from data_process.validate import summary_of, validate_cached
 from medvl.collate import VLCollator, make_keepalive
-from medvl.encoding import DEFAULT_SYSTEM
+from medvl.encoding import DEFAULT_SYSTEM, IGNORE_INDEX
 from medvl.families import ModelFamily
 from medvl.loading import load_model_and_processor
 from medvl.packing import PackedCollator
@@ -35,6 +36,7 @@ from train.config import DataArguments, ModelArguments, SpeedArguments, StageArg
 from train.curriculum import build_plan
 from train.data import VLDataset, load_records
 from train.early_stopping import EarlyStopping
+from train.memory_budget import MemoryPlan, apply_memory_budget, parse_budget
 from train.trainer import VLTrainer
 from train.validation import GenerationValidator
 from train.vision_cache import VisionFeatureCache
@@ -186,6 +188,33 @@ def prepare_model(model, family: ModelFamily, sargs: StageArguments, targs, farg
     return model, build_vision_cache(fargs or SpeedArguments(), family, model)
 
 
+def sample_lengths(records: list, processor) -> tuple[list[int], list[int]]:
+    """(tokens, labelled tokens) per record, by the encoding training runs. The validation pass does not keep them
+    (its verdict is often reused from the cache without encoding), so this is one more encoding pass, paid only
+    with --memory_budget_gib."""
+    tokens, labelled = [], []
+    for rec in records:
+        enc = processor.encode(rec, train=True)
+        tokens.append(len(enc))
+        labelled.append(sum(1 for t in enc.labels if t != IGNORE_INDEX))
+    return tokens, labelled
+
+
+def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list) -> MemoryPlan | None:
+    """--memory_budget_gib: plan the packed-row size, gradient checkpointing and loss chunk for a prepared model
+    and write them into targs / fargs (train/memory_budget.py); None when the option is off. Every process plans
+    the same from the same records, for its own GPU."""
+    budget = parse_budget(fargs.memory_budget_gib)
+    if budget is None:
+        return None
+    tokens, labelled = sample_lengths(records, processor)
+    device = targs.device if getattr(targs.device, "type", None) == "cuda" else None
+    plan = apply_memory_budget(model, targs, fargs, tokens, budget, labelled=labelled, device=device)
+    if targs.process_index == 0:
+        log.info("%s", plan.describe())
+    return plan
+
+
 def make_collator(processor, fargs: SpeedArguments | None = None, keepalive=None):
     fargs = fargs or SpeedArguments()
     if fargs.packing:
@@ -268,9 +297,11 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
     fargs = check_config(margs, dargs, sargs, targs, fargs)
     model, processor, family, splits, reports = start_run(margs, dargs, sargs, targs)
     model, vision_cache = prepare_model(model, family, sargs, targs, fargs)
+    memory_plan = plan_memory(model, processor, targs, fargs, splits["train"])  # before the Trainer reads targs
     built = make_trainer(model, processor, family, targs, sargs, dargs=dargs, fargs=fargs,
                          train_records=splits["train"], eval_records=splits.get("eval"), vision_cache=vision_cache,
                          callbacks=callbacks)
+    built.trainer.memory_plan = memory_plan  # derived_values records it
     return dataclasses.replace(built, splits=splits, reports=reports)
 
 
@@ -296,6 +327,8 @@ def derived_values(trainer: VLTrainer) -> dict:
         "optimizer": trainer.optimizer_name(),
         "world_size": args.world_size,
         "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        # --memory_budget_gib's choice (train/memory_budget.py); training_args above already show its values
+        "memory_plan": dataclasses.asdict(plan) if (plan := getattr(trainer, "memory_plan", None)) else None,
     }
 
 

@@ -17,6 +17,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from medvl.quantization import require_bitsandbytes
 from medvl.rewards import parse_rewards
+from train.memory_budget import parse_budget
 
 # What each stage trains. Values are defaults; explicit arguments override them.
 STAGE_PRESETS: dict[int, dict] = {
@@ -172,6 +173,16 @@ class SpeedArguments:
         "help": "Stage 2: keep the frozen ViT+merger output per image in host RAM, reuse it from epoch 2 "
                 "(needs --packing; not Qwen3-VL; not ZeRO-3)"})
     vision_cache_gib: float = field(default=16.0, metadata={"help": "host-RAM bound of the vision cache"})
+    memory_budget_gib: str = field(default="", metadata={
+        "help": "with --packing: GPU memory (GiB, per process) the run must fit, or 'auto' (this card less 2 GiB); "
+                "picks samples per row (per_device_train_batch_size, the effective batch kept through "
+                "gradient_accumulation_steps), gradient checkpointing and loss_chunk (train/memory_budget.py). "
+                "'' or 0: off"})
+
+    def __post_init__(self):
+        # refused at parse time (one line from train.finetune), before anything loads
+        if parse_budget(self.memory_budget_gib) is not None and not self.packing:
+            raise ValueError("--memory_budget_gib needs --packing: it sizes the packed rows (samples per row)")
 
 
 USAGE = """Fine-tune a Qwen-VL model: one entry point, the stage is a config.
