@@ -27,6 +27,7 @@ the loss-check samples, on all non-padding tokens (as TRL trains) and completion
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import statistics
@@ -49,11 +50,13 @@ from bench.random_checkpoint import build_in_memory
 from medvl.collate import VLCollator
 from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
 from medvl.families import get_family, resolve_modules
+from medvl.liger import apply_liger
 from medvl.loading import load_model_and_processor
 from medvl.varlen_attention import register
-from train.builder import make_collator, make_trainer, prepare_model
+from train.builder import make_collator, make_trainer, prepare_model, sample_lengths
 from train.config import SpeedArguments, StageArguments
 from train.data import VLDataset
+from train.memory_budget import apply_memory_budget
 from train.tiny_model import build_tiny_model
 from train.trainer import VLTrainer
 
@@ -73,6 +76,13 @@ VARIANTS = {
 }
 VARIANTS["b_compile"] = VARIANTS["b"]  # b + torch.compile of each decoder layer (bench/compile_llm.py, a lever on trial)
 COMPILED = {"b_compile"}
+# b + liger-kernel's RMSNorm / SwiGLU (--liger_kernels, medvl/liger.py); its loss and gradients are checked first.
+VARIANTS["b_liger"] = ({**VARIANTS["b"][0], "liger_kernels": True}, VARIANTS["b"][1])
+VARIANTS["b_gc_liger"] = ({**VARIANTS["b_gc"][0], "liger_kernels": True}, VARIANTS["b_gc"][1])
+# b with --memory_budget_gib (the run's --memory_budget_gib, else its --memory_cap_gib): rows, GC and loss chunk planned
+VARIANTS["b_budget"] = VARIANTS["b"]
+VARIANTS["b_budget_liger"] = VARIANTS["b_liger"]
+BUDGETED = {"b_budget", "b_budget_liger"}
 VARIANTS.update({name: "peer" for name in peers.PEERS})  # the tools users pick instead (bench/peers.py)
 
 
@@ -231,11 +241,12 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     if name in peers.PEERS:
         return run_peer(spec, model_builder, records, args, stage, device)
     speed_opts, targ_opts = VARIANTS[name] or ({}, {"gradient_checkpointing": True})
-    if stage == 1:  # the merger trains in Stage 1: its input (ViT output) could be cached, its output cannot
+    model, processor, family = model_builder(attn="medvl_varlen" if speed_opts.get("packing") else "sdpa")
+    # Stage 1 trains the merger (its output cannot be cached); Qwen3-VL's deepstack features bypass the merger cache.
+    if stage == 1 or not family.supports_vision_cache:
         speed_opts = {k: v for k, v in speed_opts.items() if k != "vision_cache"}
     speed = SpeedArguments(**speed_opts)
-    model, processor, family = model_builder(attn="medvl_varlen" if speed.packing else "sdpa")
-    steps = args.steps
+    steps, lever, memory_plan = args.steps, None, None
     n_needed = batch * (steps + args.warmup)
     if speed.vision_cache:  # time epoch 2 (all hits): run epoch 1 first over the same records
         recs = records[: batch * max(steps, 2)]
@@ -263,7 +274,20 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         trainer = _timed(Trainer)(model=model, args=targs, train_dataset=VLDataset(recs, processor),
                                   data_collator=VLCollator(processor.pad_token_id, processor.image_token_id))
     else:  # the product's path: train/builder.py, as train.finetune builds it
-        model, cache = prepare_model(model, family, stage_args, targs, speed)
+        if speed.liger_kernels:  # the same weights and batch before and after the patch: is the lever exact?
+            model, cache = prepare_model(model, family, stage_args, targs, dataclasses.replace(speed, liger_kernels=False))
+            lever = lever_check(model, processor, family, stage_args, targs, speed, records, apply_liger)
+        else:
+            model, cache = prepare_model(model, family, stage_args, targs, speed)
+        if name in BUDGETED:  # as train.builder.plan_memory does, on the lengths of these records
+            lengths, labelled = sample_lengths(records, processor)
+            plan = apply_memory_budget(model, targs, speed, lengths, args.memory_budget_gib or args.memory_cap_gib,
+                                       labelled=labelled, device=device)
+            batch, memory_plan, gc = plan.samples_per_row, dataclasses.asdict(plan), plan.gradient_checkpointing
+            recs = records[: batch * max(steps, 2)] if speed.vision_cache else \
+                (records * (batch * (steps + args.warmup) // len(records) + 1))[:batch * (steps + args.warmup)]
+            if not speed.vision_cache:
+                targs.max_steps = (steps + args.warmup) * targs.gradient_accumulation_steps
         if name in COMPILED:
             compile_decoder_layers(model)
         trainer = make_trainer(model, processor, family, targs, stage_args, fargs=speed, train_records=recs,
@@ -285,7 +309,8 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     n_llm, n_vit = llm_and_vit_params(model, family)
     flops = [(4 * n_llm * s["tokens"] + 2 * n_vit * s["patches"]) / s["seconds"] for s in timed]
     out = {"variant": spec, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
-           "compiled_decoder_layers": name in COMPILED,
+           "compiled_decoder_layers": name in COMPILED, "lever_check": lever,
+           "memory_plan": memory_plan, "liger_kernels": speed.liger_kernels,
            "timed_steps": len(timed), "tokens_per_s": tok_s, "samples_per_s": smp_s,
            "median_step_s": statistics.median(s["seconds"] for s in timed),
            "tokens_per_step": statistics.median(s["tokens"] for s in timed),
@@ -326,6 +351,32 @@ def loss_check(model_builder, records, stage: int, tmp: Path) -> dict:
     return {"loss_a": la, "loss_b": lb, "rel_diff": abs(la - lb) / abs(la)}
 
 
+def lever_check(model, processor, family, stage_args, targs, speed, records, apply) -> dict:
+    """Loss and trainable-parameter gradients on the same 8 samples and weights, eval mode (no dropout), before and
+    after `apply(model)`: a lever is kept only if these agree (bf16: to rounding, not bit for bit)."""
+    dev = next(model.parameters()).device
+    plain = dataclasses.replace(speed, vision_cache=False, liger_kernels=False)
+    enc = [processor.encode(r, train=True) for r in records[:8]]
+    batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in make_collator(processor, plain)(enc).items()}
+
+    def loss_and_grads():
+        tr = make_trainer(model, processor, family, targs, stage_args, fargs=plain).trainer
+        model.eval()
+        model.zero_grad(set_to_none=True)
+        loss = tr.compute_loss(model, batch)
+        loss.backward()
+        g = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad and p.grad is not None])
+        model.zero_grad(set_to_none=True)
+        model.train()
+        return float(loss), g
+    l0, g0 = loss_and_grads()
+    applied = apply(model)
+    l1, g1 = loss_and_grads()
+    return {"applied": applied, "loss_before": l0, "loss_after": l1, "loss_rel_diff": abs(l1 - l0) / abs(l0),
+            "grad_cosine": float(torch.nn.functional.cosine_similarity(g0, g1, dim=0)),
+            "grad_rel_l2": float((g1 - g0).norm() / g0.norm()), "grad_elements": g0.numel()}
+
+
 def dataloader_rate(processor, records, n: int = 48) -> dict:
     """CPU side, one worker: decode + resize + tokenise + collate, samples/s."""
     ds = VLDataset(records[:n], processor)
@@ -350,7 +401,8 @@ def package_versions() -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="bench/configs/qwen2_vl_2b.json")
-    p.add_argument("--tiny", action="store_true", help="CPU smoke run on the tiny qwen2_vl model")
+    p.add_argument("--tiny", nargs="?", const="qwen2_vl", default=None, metavar="FAMILY",
+                   help="CPU smoke run on the tiny model of FAMILY (default qwen2_vl)")
     p.add_argument("--stage", type=int, default=2, choices=[1, 2])
     p.add_argument("--variants", nargs="+", default=["a", "b"], help=f"of {list(VARIANTS)}, optionally @batch")
     p.add_argument("--n", type=int, default=256, help="distinct records")
@@ -362,6 +414,10 @@ def main(argv=None):
     p.add_argument("--lora_dropout", type=float, default=0.05,
                    help="every variant's LoRA dropout (0: deterministic, to compare per-step losses across variants)")
     p.add_argument("--profile", action="store_true", help="profile one step per variant (not timed)")
+    p.add_argument("--memory_cap_gib", type=float, default=None,
+                   help="cap every variant's CUDA memory (torch.cuda.set_per_process_memory_fraction): a smaller card")
+    p.add_argument("--memory_budget_gib", default=None,
+                   help="the b_budget variants' --memory_budget_gib (a number or auto; default: --memory_cap_gib)")
     p.add_argument("--out", default=None)
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON here
     a = p.parse_args(argv)
@@ -371,7 +427,7 @@ def main(argv=None):
     tmpdir = tempfile.TemporaryDirectory()
     a.tmp = Path(tmpdir.name)
     if a.tiny:
-        ckpt = build_tiny_model("qwen2_vl", a.tmp / "tiny")
+        ckpt = build_tiny_model(a.tiny, a.tmp / "tiny")
 
         def builder(attn):
             return load_model_and_processor(str(ckpt), dtype="float32", attn_implementation=attn)
@@ -384,6 +440,9 @@ def main(argv=None):
             return model, VLProcessor(tok, improc, fam, max_len=4096, system_prompt=DEFAULT_SYSTEM), fam
         size = (448, 561)
     if a._child:  # one variant in a fresh process: a fresh CUDA context, its own peak memory, OOM-safe
+        if a.memory_cap_gib and device.type == "cuda":
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, a.memory_cap_gib * 2 ** 30 / total), 0)
         records = json.loads((Path(a._child).parent / "records.json").read_text())
         r = run_variant(a.variants[0], builder, records, a, a.stage, device)
         Path(a._child).write_text(json.dumps(r))
@@ -391,9 +450,9 @@ def main(argv=None):
     _, proc0, _ = builder("sdpa")
     records = make_records(proc0.tokenizer, a.n, a.tmp, size=size)
     (a.tmp / "records.json").write_text(json.dumps(records))
-    result = {"config": a.config if not a.tiny else "tiny", "device": torch.cuda.get_device_name() if device.type == "cuda"
+    result = {"config": a.config if not a.tiny else f"tiny {a.tiny}", "device": torch.cuda.get_device_name() if device.type == "cuda"
               else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
-              "versions": package_versions(), "lora_dropout": a.lora_dropout,
+              "versions": package_versions(), "lora_dropout": a.lora_dropout, "memory_cap_gib": a.memory_cap_gib,
               "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
               "peak_bf16_tflops_measured": measured_peak_flops(device) / 1e12,
               "dataloader": dataloader_rate(proc0, records), "loss_check": loss_check(builder, records, a.stage, a.tmp),

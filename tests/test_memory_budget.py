@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from data_process.synth import generate
 from train import memory_budget as mb
@@ -169,3 +170,12 @@ def test_memory_budget_without_packing_is_refused(tiny_models, tmp_path, capsys)
     assert str(e.value).startswith("error: --memory_budget_gib needs --packing") and "\n" not in str(e.value)
     with pytest.raises(SystemExit, match="must be a number of GiB"):
         main(argv[:-1] + ["plenty", "--packing"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no GPU is")
+def test_liger_kernels_without_a_gpu_is_one_line(tiny_models, tmp_path):
+    """--liger_kernels (medvl/liger.py) is Triton: on a CPU machine the entry point says so in one line."""
+    data = generate(tmp_path / "synth", n_train=2, n_val=1, n_test=1, size=64, seed=3)["train"]
+    with pytest.raises(SystemExit) as e:
+        main(_argv(tiny_models["qwen2_vl"], data, tmp_path / "run", "--packing", "--liger_kernels"))
+    assert str(e.value) == "error: --liger_kernels needs a CUDA GPU (liger-kernel's kernels are Triton)"

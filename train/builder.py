@@ -27,6 +27,7 @@ from data_process.validate import summary_of, validate_cached
 from medvl.collate import VLCollator, make_keepalive
 from medvl.encoding import DEFAULT_SYSTEM, IGNORE_INDEX
 from medvl.families import ModelFamily
+from medvl.liger import apply_liger
 from medvl.loading import load_model_and_processor
 from medvl.packing import PackedCollator
 from medvl.varlen_attention import register as register_varlen
@@ -183,6 +184,8 @@ def build_vision_cache(fargs: SpeedArguments, family: ModelFamily, model) -> Vis
 def prepare_model(model, family: ModelFamily, sargs: StageArguments, targs, fargs: SpeedArguments | None = None):
     """The stage's adapters / trainable modules, then the vision cache (it checks that the tower is frozen)."""
     model = apply_stage(model, family, sargs)
+    if fargs is not None and fargs.liger_kernels:  # after PEFT: liger patches module forwards, LoRA stays inside
+        apply_liger(model)
     if targs.gradient_checkpointing:
         model.config.use_cache = False
     return model, build_vision_cache(fargs or SpeedArguments(), family, model)

@@ -173,6 +173,9 @@ class SpeedArguments:
         "help": "Stage 2: keep the frozen ViT+merger output per image in host RAM, reuse it from epoch 2 "
                 "(needs --packing; not Qwen3-VL; not ZeRO-3)"})
     vision_cache_gib: float = field(default=16.0, metadata={"help": "host-RAM bound of the vision cache"})
+    liger_kernels: bool = field(default=False, metadata={
+        "help": "CUDA: liger-kernel's fused RMSNorm and SwiGLU in the LLM (medvl/liger.py; needs liger-kernel); "
+                "checked against the unpatched loss and gradients by bench/train_throughput.py"})
     memory_budget_gib: str = field(default="", metadata={
         "help": "with --packing: GPU memory (GiB, per process) the run must fit, or 'auto' (this card less 2 GiB); "
                 "picks samples per row (per_device_train_batch_size, the effective batch kept through "

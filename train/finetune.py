@@ -28,9 +28,11 @@ from pathlib import Path
 import torch.distributed as dist
 
 from medvl.checkpoint_path import CheckpointNotFound
+from medvl.liger import LigerUnavailable
 from train.builder import build, end_distributed
 from train.checkpoints import UntrustedCheckpoint
 from train.config import DataArguments, ModelArguments, SpeedArguments, StageArguments, parse_args
+from train.memory_budget import BudgetTooSmall
 from train.run_record import common_summary, finish_stage, resume_point
 
 log = logging.getLogger("train.finetune")
@@ -88,8 +90,8 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     try:
         summary = run(margs, dargs, sargs, targs, fargs)
-    except (UntrustedCheckpoint, CheckpointNotFound) as e:  # CheckpointNotFound: a wrong --model_name_or_path
-        sys.exit(f"error: {e}")
+    except (UntrustedCheckpoint, CheckpointNotFound, BudgetTooSmall, LigerUnavailable) as e:
+        sys.exit(f"error: {e}")  # one line; CheckpointNotFound: a wrong --model_name_or_path
     end_distributed()  # the process ends here: leave the process group before interpreter exit
     if int(os.environ.get("RANK", "0")) == 0:
         out = Path(targs.output_dir).resolve()
