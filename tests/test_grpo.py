@@ -156,3 +156,52 @@ def test_two_process_zero2_run_completes(tiny_models, tmp_path):
     assert summary["optimizer_lrs"]["actual"] == {"llm": 1e-3} and summary["train_metrics"]["train_loss"] is not None
     assert {"rewards/closed/mean", "rewards/format/mean", "kl"} <= set(summary["train_log"][-1])
     assert (out / "adapter_model.safetensors").stat().st_size > 0 and (out / "STAGE_DONE").exists()
+
+
+class StopAt(TrainerCallback):
+    """A kill after step `n` (its checkpoint saved): the Trainer stops as a crashed run would have."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step >= self.n:
+            control.should_training_stop = True
+
+
+def _adapter(path):
+    with safe_open(path / "adapter_model.safetensors", "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_stage3_killed_mid_stage_resumes_to_the_uninterrupted_result(tiny_models, tmp_path, one_thread):
+    """stage3.yaml resumes by default: a run stopped after its step-2 checkpoint and started again ends with the
+    adapter an uninterrupted run trains (same sampled completions: the Trainer restores the RNG state; the KL
+    reference stays the fresh adapter, not the checkpoint's)."""
+    _, files = _yes_no(tmp_path, n_train=8, n_val=2)
+    sft = tmp_path / "stage2"
+    common = ["--use_cpu", "--dataloader_num_workers", "0", "--seed", "0"]
+    run_stage(*parse_args(["--stage", "2", "--model_name_or_path", str(tiny_models["qwen2_vl"]), "--train_data",
+                           files["train"], "--output_dir", str(sft), "--train_llm", "full", "--lora_targets", "",
+                           "--per_device_train_batch_size", "8", "--max_steps", "8", "--llm_lr", "1e-3",
+                           "--report_to", "none", "--save_strategy", "no", *common]))
+    from train import grpo
+
+    def stage3(out, callbacks=()):
+        return grpo.run(*parse_args([
+            str(ROOT / "train/recipes/stage3.yaml"), "--model_name_or_path", str(sft), "--train_data", files["train"],
+            "--output_dir", str(out), "--rewards", "closed:1.0", "--per_device_train_batch_size", "16",
+            "--num_generations", "8", "--max_completion_length", "1", "--max_steps", "4", "--llm_lr", "3e-3",
+            "--logging_steps", "1", "--save_strategy", "steps", "--save_steps", "2", "--report_to", "none",
+            *common]), callbacks=callbacks)
+    whole = stage3(tmp_path / "whole")
+    assert whole["resumed_from"] is None
+    first = stage3(tmp_path / "killed", callbacks=(StopAt(2),))
+    assert first["train_metrics"]["epoch"] < whole["train_metrics"]["epoch"]  # it did stop early
+    again = stage3(tmp_path / "killed")
+    assert again["resumed_from"].endswith("checkpoint-2") and (tmp_path / "killed" / "checkpoint-4").is_dir()
+    a, b = _adapter(tmp_path / "whole"), _adapter(tmp_path / "killed")
+    assert a.keys() == b.keys() and any(float(t.abs().max()) > 0 for k, t in a.items() if "lora_B" in k)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert [h["reward"] for h in again["train_log"]][-2:] == [h["reward"] for h in whole["train_log"]][-2:]
