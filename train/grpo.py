@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import BatchFeature, ProcessorMixin, TrainingArguments
+from transformers import BatchFeature, ProcessorMixin, TrainerCallback, TrainingArguments
 import trl
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
@@ -328,10 +328,12 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
                                       synced_gpus=_zero_stage(targs) == 3))
     resume = resume_point(sargs, targs)
     # a resumed run is past the start of the stage: no start value then (the interrupted run wrote none)
-    start = measure() if heldout is not None and resume is None else None
+    start = MeasureAtStart(measure) if heldout is not None and resume is None else None
+    if start is not None:
+        trainer.add_callback(start)
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.time() - t0
+    train_seconds = time.time() - t0 - (start.seconds if start is not None else 0.0)
     end = measure() if heldout is not None else None
     if hasattr(model, "peft_config") and "ref" in model.peft_config:
         model.delete_adapter("ref")  # TRL's frozen copy of the fresh adapter (the KL reference): not a result
@@ -343,11 +345,25 @@ def run(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, targ
         "seconds_per_step": round(train_seconds / steps, 3), "rewards": weights,
         "grpo": {"num_generations": sargs.num_generations, "max_completion_length": sargs.max_completion_length,
                  "beta": sargs.beta, "trl": trl.__version__},
-        "heldout_reward": {"start": start, "end": end} if heldout is not None else None,
+        "heldout_reward": {"start": start and start.value, "end": end} if heldout is not None else None,
         "train_log": [h for h in trainer.state.log_history if "reward" in h],
     }
     finish_stage(trainer, processor, targs, sargs.stage, _finite(summary))
     return summary
+
+
+class MeasureAtStart(TrainerCallback):
+    """The held-out reward at step 0, taken once the Trainer has wrapped the model: under ZeRO-3 the weights are
+    partitioned from loading on, and only DeepSpeed's engine gathers them for a forward (a generate before
+    trainer.train() fails in the ViT's first conv). Its time is not training time."""
+
+    def __init__(self, measure):
+        self.measure, self.value, self.seconds = measure, None, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t0 = time.time()
+        self.value = self.measure()
+        self.seconds = time.time() - t0
 
 
 def _finite(obj):
