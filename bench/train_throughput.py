@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from transformers import Trainer, TrainingArguments
 
 from bench import peers
 from bench.compile_llm import compile_decoder_layers
+from bench.random_checkpoint import build as build_random_checkpoint
 from bench.random_checkpoint import build_in_memory
 from medvl.collate import VLCollator
 from medvl.encoding import DEFAULT_SYSTEM, VLProcessor
@@ -201,7 +203,17 @@ def run_peer(spec, model_builder, records, args, stage: int, device) -> dict:
     name, batch = parse_variant(spec, args)
     if stage != 2:
         raise SystemExit(f"{name}: peers are measured in Stage 2 (LLM LoRA) only")
-    model, processor, family = model_builder(attn="sdpa")
+    if name in peers.UNSLOTH:  # Unsloth loads from a path: the same random weights (seed 0), saved first
+        ckpt = build_tiny_model(args.tiny, args.tmp / "unsloth_ckpt") if args.tiny else \
+            build_random_checkpoint(args.config, str(args.tmp / "unsloth_ckpt"), "bfloat16", device=device.type)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        # this project's LoRA targets come from the architecture alone (meta device: no memory)
+        model = load_model_and_processor(str(ckpt), dtype="float32")[0] if args.tiny else \
+            build_in_memory(args.config, device="meta")[0]
+        family = get_family(model.config)
+    else:
+        model, processor, family = model_builder(attn="sdpa")
     n_needed = batch * (args.steps + args.warmup)
     recs = (records * (n_needed // len(records) + 1))[:n_needed]
     targets = resolve_modules(model, family.llm_regex(["attn", "ffn"]), "bench")
@@ -210,9 +222,16 @@ def run_peer(spec, model_builder, records, args, stage: int, device) -> dict:
                  optim="adamw_torch_fused" if device.type == "cuda" else "adamw_torch", learning_rate=1e-4,
                  max_steps=args.steps + args.warmup, report_to=[], save_strategy="no", logging_steps=10 ** 6,
                  dataloader_num_workers=args.workers, disable_tqdm=True, seed=0, lr_scheduler_type="constant")
-    trainer, hf_proc = peers.build_trl_trainer(name, model, processor.tokenizer, processor.image_processor, recs,
-                                               targets, targs, _timed, lora_dropout=args.lora_dropout)
-    check = peers.loss_check(trainer, hf_proc, records)
+    if name in peers.UNSLOTH:
+        del model  # only its module names were needed (this project's LoRA targets)
+        trainer, collator, fast = peers.build_unsloth_trainer(name, str(ckpt), recs, targets, targs, _timed,
+                                                              lora_dropout=args.lora_dropout)
+        check = peers.unsloth_loss_check(trainer, collator, fast, records, peers.PEERS[name][1])
+        check["lora_targets"] = trainer.lora_target_check
+    else:
+        trainer, hf_proc = peers.build_trl_trainer(name, model, processor.tokenizer, processor.image_processor, recs,
+                                                   targets, targs, _timed, lora_dropout=args.lora_dropout)
+        check = peers.loss_check(trainer, hf_proc, records)
     trainer.step_log, trainer.profile_at = [], (args.warmup - 1 if args.profile else None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -233,7 +252,10 @@ def run_peer(spec, model_builder, records, args, stage: int, device) -> dict:
             "achieved_tflops": statistics.median(flops) / 1e12,
             "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else None,
             "losses": [round(s["loss"], 4) for s in log], "loss_check": check,
-            **peers.trainable_summary(trainer.model), "profile": getattr(trainer, "profile", None)}
+            **peers.trainable_summary(trainer.model), "profile": getattr(trainer, "profile", None),
+            **({"versions": {n: importlib.metadata.version(n) for n in
+                             ("unsloth", "unsloth_zoo", "trl", "datasets", "bitsandbytes")}}
+               if name in peers.UNSLOTH else {})}
 
 
 def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
@@ -398,6 +420,18 @@ def package_versions() -> dict:
     return out
 
 
+def child_command(spec: str, argv: list[str], child_out: Path, args) -> tuple[list[str], dict | None]:
+    """The command and environment of one variant's child process. Unsloth peers run through bench/unsloth_child.py
+    (Unsloth imported before transformers) with --unsloth_site first on PYTHONPATH (its trl <= 1.15 package set);
+    every other child inherits this process's environment."""
+    rest = [*argv, "--variants", spec, "--_child", str(child_out)]
+    if spec.partition("@")[0] not in peers.UNSLOTH:
+        return [sys.executable, "-m", "bench.train_throughput", *rest], None
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(x for x in (args.unsloth_site, os.environ.get("PYTHONPATH")) if x)
+    return [sys.executable, "-m", "bench.unsloth_child", *rest], env
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="bench/configs/qwen2_vl_2b.json")
@@ -418,6 +452,8 @@ def main(argv=None):
                    help="cap every variant's CUDA memory (torch.cuda.set_per_process_memory_fraction): a smaller card")
     p.add_argument("--memory_budget_gib", default=None,
                    help="the b_budget variants' --memory_budget_gib (a number or auto; default: --memory_cap_gib)")
+    p.add_argument("--unsloth_site", default="/tmp/site_unsloth",
+                   help="the unsloth variants' package dir (scripts/unsloth_wheels.sh), first on their PYTHONPATH")
     p.add_argument("--out", default=None)
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)  # internal: run one variant, write JSON here
     a = p.parse_args(argv)
@@ -462,19 +498,19 @@ def main(argv=None):
     for v in a.variants:
         t0 = time.time()
         child_out = a.tmp / f"run_{v}.json"
-        argv_child = [x for x in (argv if argv is not None else sys.argv[1:])]
-        cmd = [sys.executable, "-m", "bench.train_throughput", *argv_child, "--variants", v, "--_child", str(child_out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        cmd, env = child_command(v, argv if argv is not None else sys.argv[1:], child_out, a)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode == 0 and child_out.exists():
             r = json.loads(child_out.read_text())
         else:
             tail = (proc.stderr or "")[-3000:]
-            r = {"variant": v, "error": "OOM" if "OutOfMemoryError" in tail else f"rc {proc.returncode}", "stderr_tail": tail}
+            r = {"variant": v, "error": "OOM" if "OutOfMemoryError" in tail else f"rc {proc.returncode}", "stderr_tail": tail,
+                 "reason": next((x for x in reversed(tail.splitlines()) if x.strip()), "")[:300]}  # the exception line
         r["wall_s"] = round(time.time() - t0, 1)
         result["runs"].append(r)
         print(json.dumps({k: x for k, x in r.items() if k not in ("profile", "stderr_tail")}), flush=True)
         if "error" in r:
-            print(r["stderr_tail"][-1500:], flush=True)
+            print(r.get("stderr_tail", r["error"])[-1500:], flush=True)
         if a.out:
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)
             Path(a.out).write_text(json.dumps(result, indent=1))
