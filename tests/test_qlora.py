@@ -56,3 +56,32 @@ def test_missing_bitsandbytes_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now fails as if not installed
     with pytest.raises(ImportError, match="pip install bitsandbytes"):
         require_bitsandbytes()
+
+
+def test_stage3_grpo_on_a_4bit_base_trains_the_lora_only(tiny_models, tmp_path):
+    """QLoRA in Stage 3: TRL's GRPOTrainer on the NF4 LLM, 8-bit AdamW; the saved result is the LoRA adapter."""
+    from safetensors import safe_open
+    from transformers import TrainerCallback
+
+    from tests.test_grpo import _yes_no
+    from train import grpo
+    from train.config import parse_args
+
+    class Seen(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.linear4bit = sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    seen = Seen()
+    _, files = _yes_no(tmp_path, n_train=4, n_val=2)
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    out = tmp_path / "s3q"
+    s = grpo.run(*parse_args([
+        str(root / "train/recipes/stage3.yaml"), "--model_name_or_path", str(tiny_models["qwen2_vl"]),
+        "--train_data", files["train"], "--output_dir", str(out), "--use_cpu", "--quantization", "4bit",
+        "--optim", "adamw_8bit", "--rewards", "closed:1.0", "--per_device_train_batch_size", "4",
+        "--num_generations", "4", "--max_completion_length", "2", "--max_steps", "2", "--llm_lr", "1e-3",
+        "--save_strategy", "no", "--report_to", "none", "--dataloader_num_workers", "0"]), callbacks=(seen,))
+    assert seen.linear4bit > 0  # the policy TRL trained sat on 4-bit LLM linears
+    assert s["quantization"] == "4bit" and s["optimizer"].startswith("bitsandbytes.")
+    assert s["trainable"]["by_component"]["llm"] > 0 and s["trainable"]["by_component"]["vision"] == 0
+    with safe_open(out / "adapter_model.safetensors", "pt") as f:
+        assert f.keys() and all(".lora_A." in k or ".lora_B." in k for k in f.keys())
