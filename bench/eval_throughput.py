@@ -116,8 +116,9 @@ def _agreement(ids_a, ids_x) -> tuple[float, float]:
 
 
 def set_vision(model, variant: str) -> str:
-    """(b)'s vision tower: "sdpa" (stock, one call per image per layer), "varlen" (one varlen call per layer), or
-    "varlen+compile" (also torch.compile of the blocks, eval.generate --compile_vision). Returns a label."""
+    """(b)'s vision tower: "sdpa" (stock, one call per image per layer), "varlen" (one varlen call per layer),
+    "varlen+compile" (also torch.compile of the blocks, eval.generate --compile_vision) or "varlen+liger" (liger's
+    kernels in the whole model, medvl/liger.py; bench only). Returns a label."""
     from eval.fast_vision import prepare_vision
     from medvl.families import vision_tower
     visual = vision_tower(model)
@@ -125,6 +126,10 @@ def set_vision(model, variant: str) -> str:
         visual.config._attn_implementation = "sdpa"
         return "sdpa"
     got = prepare_vision(model, compile=variant == "varlen+compile")
+    if variant == "varlen+liger":  # a lever on trial for eval: liger's norms / SwiGLU in the ViT and the LLM
+        from medvl.liger import apply_liger
+        apply_liger(model)
+        return got["attention"] + "+liger"
     return got["attention"] + ("+compile" if got["compiled"] else "")
 
 
@@ -180,8 +185,9 @@ def main(argv=None):
     p.add_argument("--num_workers", type=int, default=8, help="encoding processes of path (b)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats of the batched path (median)")
     p.add_argument("--repeats_a", type=int, default=3, help="timed repeats of the per-sample loop (median)")
-    p.add_argument("--vision", nargs="+", choices=["sdpa", "varlen", "varlen+compile"], default=["varlen"],
-                   help="(b)'s vision tower variants, run in this order (compile cannot be undone: put it last)")
+    p.add_argument("--vision", nargs="+", choices=["sdpa", "varlen", "varlen+compile", "varlen+liger"],
+                   default=["varlen"], help="(b)'s vision tower variants, run in this order (compile and liger cannot "
+                                            "be undone: put one of them last)")
     p.add_argument("--hf_batch_size", type=int, default=64,
                    help="batch of (c), HF batched generate with left padding; 0 skips (c)")
     p.add_argument("--breakdown", action="store_true", help="also time (b)'s parts on their own (first batch size)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of issues 21 and 22, in parts that each fit one device call (<= 10 min on one H200).
 # Run from the repo root on the GPU machine, wheels of trl, datasets, liger-kernel, nltk, rouge_score carried in .whl/:
-#   bash bench/gpu_session.sh PART OUTDIR     PART: grpo_liger | caps | big | qwen3_eval | unsloth
+#   bash bench/gpu_session.sh PART OUTDIR     PART: grpo_liger | caps | big | qwen3_eval | eval_liger | unsloth
 # unsloth also needs .whl_unsloth/ (bash scripts/unsloth_wheels.sh; carry both .whl and .whl_unsloth): its own
 # package set (trl 1.15) in /tmp/site_unsloth, first on the PYTHONPATH of the Unsloth children only.
 # Each command's JSON lands in OUTDIR; the tables print at the end of each command's output.
@@ -33,6 +33,10 @@ case $part in
       timeout 170 python -m bench.eval_throughput --config bench/configs/$cfg.json --n 128 --n_a 16 --new_tokens 8 \
           --batch_size 64 --hf_batch_size 64 --num_workers 12 --repeats 2 --repeats_a 1 --out "$out/eval_$cfg.json"
     done ;;
+  eval_liger)
+    timeout 280 python -m bench.eval_throughput --config bench/configs/qwen2_vl_2b.json --n 128 --n_a 16 \
+        --new_tokens 8 --batch_size 64 --hf_batch_size 64 --num_workers 12 --repeats 3 --repeats_a 1 \
+        --vision varlen varlen+liger --out "$out/eval_2b_liger.json" ;;
   unsloth)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site_unsloth .whl_unsloth/*.whl
     tt 540 --config bench/configs/qwen2_vl_2b.json --variants unsloth unsloth_nogc b@32 --unsloth_site /tmp/site_unsloth \
