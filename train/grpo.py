@@ -39,10 +39,10 @@ import trl
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from medvl.collate import VLCollator, mm_token_type_ids
+from medvl.collate import mm_token_type_ids
 from medvl.encoding import VLProcessor, load_image
 from medvl.families import ModelFamily
-from medvl.generation import greedy_generate
+from medvl.generation import generate_records, greedy_generate
 from medvl.rewards import score
 from medvl.schema import image_list
 from train.builder import GroupLRCheck, check_one_gpu_per_process, prepare_model, start_run
@@ -211,18 +211,9 @@ def weighted_means(completions: list[str], rows: list[dict], weights: dict[str, 
 def sampled_completions(model, processor: VLProcessor, records: list[dict], generation_config, n: int,
                         batch_size: int, synced_gpus: bool = False) -> list[str]:
     """n completions per record (record-major) sampled as training samples them (TRL's generation config)."""
-    collate = VLCollator(processor.pad_token_id, processor.image_token_id, padding_side="left")
     config = copy.deepcopy(generation_config)
     config.num_return_sequences = n
-    device = next(model.parameters()).device
-    out: list[str] = []
-    for i in range(0, len(records), batch_size):
-        batch = {k: v.to(device) for k, v in collate([processor.encode(r, train=False)
-                                                      for r in records[i:i + batch_size]]).items()}
-        gen = model.generate(**batch, generation_config=config, synced_gpus=synced_gpus)
-        out += [t.strip() for t in processor.tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:],
-                                                                   skip_special_tokens=True)]
-    return out
+    return generate_records(model, processor, records, batch_size, generation_config=config, synced_gpus=synced_gpus)
 
 
 @torch.no_grad()
