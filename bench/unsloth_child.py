@@ -3,6 +3,10 @@
 Unsloth patches transformers, peft and trl when it is imported, so it is imported here before
 bench.train_throughput pulls those in. Where it cannot be imported (no CUDA GPU, the package set of
 scripts/unsloth_wheels.sh not on PYTHONPATH), the run's JSON gets a one-line reason instead of a traceback.
+Not run by hand; bench.train_throughput starts it as
+
+    python -m bench.unsloth_child --config bench/configs/qwen2_vl_2b.json --variants unsloth \
+        --_child /tmp/run_unsloth.json      # with PYTHONPATH=/tmp/site_unsloth first
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", action="append")
     p.add_argument("--_child", required=True)
     known, _ = p.parse_known_args(argv)
