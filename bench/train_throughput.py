@@ -55,6 +55,7 @@ from medvl.families import get_family, resolve_modules
 from medvl.liger import apply_liger
 from medvl.loading import load_model_and_processor
 from medvl.varlen_attention import register
+from train.adapters import keep_lora_input_dtype
 from train.builder import make_collator, make_trainer, prepare_model, sample_lengths
 from train.config import SpeedArguments, StageArguments
 from train.data import VLDataset
@@ -82,9 +83,13 @@ COMPILED = {"b_compile"}
 VARIANTS["b_liger"] = ({**VARIANTS["b"][0], "liger_kernels": True}, VARIANTS["b"][1])
 VARIANTS["b_gc_liger"] = ({**VARIANTS["b_gc"][0], "liger_kernels": True}, VARIANTS["b_gc"][1])
 # b with --memory_budget_gib (the run's --memory_budget_gib, else its --memory_cap_gib): rows, GC and loss chunk planned
+# b + --lora_keep_input_dtype (no fp32 copy of each LoRA input); b_fast: both levers
+VARIANTS["b_keep"] = ({**VARIANTS["b"][0], "lora_keep_input_dtype": True}, VARIANTS["b"][1])
+VARIANTS["b_fast"] = ({**VARIANTS["b_liger"][0], "lora_keep_input_dtype": True}, VARIANTS["b"][1])
 VARIANTS["b_budget"] = VARIANTS["b"]
 VARIANTS["b_budget_liger"] = VARIANTS["b_liger"]
-BUDGETED = {"b_budget", "b_budget_liger"}
+VARIANTS["b_budget_fast"] = VARIANTS["b_fast"]
+BUDGETED = {"b_budget", "b_budget_liger", "b_budget_fast"}
 VARIANTS.update({name: "peer" for name in peers.PEERS})  # the tools users pick instead (bench/peers.py)
 
 
@@ -296,9 +301,11 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         trainer = _timed(Trainer)(model=model, args=targs, train_dataset=VLDataset(recs, processor),
                                   data_collator=VLCollator(processor.pad_token_id, processor.image_token_id))
     else:  # the product's path: train/builder.py, as train.finetune builds it
-        if speed.liger_kernels:  # the same weights and batch before and after the patch: is the lever exact?
-            model, cache = prepare_model(model, family, stage_args, targs, dataclasses.replace(speed, liger_kernels=False))
-            lever = lever_check(model, processor, family, stage_args, targs, speed, records, apply_liger)
+        if speed.liger_kernels or speed.lora_keep_input_dtype:  # same weights and batch before and after the
+            # levers (as prepare_model applies them): are they exact?
+            plain = dataclasses.replace(speed, liger_kernels=False, lora_keep_input_dtype=False)
+            model, cache = prepare_model(model, family, stage_args, targs, plain)
+            lever = lever_check(model, processor, family, stage_args, targs, speed, records)
         else:
             model, cache = prepare_model(model, family, stage_args, targs, speed)
         if name in BUDGETED:  # as train.builder.plan_memory does, on the lengths of these records
@@ -333,6 +340,7 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
     out = {"variant": spec, "stage": stage, "batch": batch, "speed": speed_opts, "gradient_checkpointing": gc,
            "compiled_decoder_layers": name in COMPILED, "lever_check": lever,
            "memory_plan": memory_plan, "liger_kernels": speed.liger_kernels,
+           "lora_keep_input_dtype": speed.lora_keep_input_dtype,
            "timed_steps": len(timed), "tokens_per_s": tok_s, "samples_per_s": smp_s,
            "median_step_s": statistics.median(s["seconds"] for s in timed),
            "tokens_per_step": statistics.median(s["tokens"] for s in timed),
@@ -373,11 +381,12 @@ def loss_check(model_builder, records, stage: int, tmp: Path) -> dict:
     return {"loss_a": la, "loss_b": lb, "rel_diff": abs(la - lb) / abs(la)}
 
 
-def lever_check(model, processor, family, stage_args, targs, speed, records, apply) -> dict:
-    """Loss and trainable-parameter gradients on the same 8 samples and weights, eval mode (no dropout), before and
-    after `apply(model)`: a lever is kept only if these agree (bf16: to rounding, not bit for bit)."""
+def lever_check(model, processor, family, stage_args, targs, speed, records) -> dict:
+    """Loss and trainable-parameter gradients on the same 8 samples and weights, eval mode (no dropout), under the
+    training's autocast, before and after the levers `speed` asks for (--lora_keep_input_dtype, --liger_kernels),
+    applied as train.builder.prepare_model applies them: a lever is kept only if these agree."""
     dev = next(model.parameters()).device
-    plain = dataclasses.replace(speed, vision_cache=False, liger_kernels=False)
+    plain = dataclasses.replace(speed, vision_cache=False, liger_kernels=False, lora_keep_input_dtype=False)
     enc = [processor.encode(r, train=True) for r in records[:8]]
     batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in make_collator(processor, plain)(enc).items()}
 
@@ -385,16 +394,21 @@ def lever_check(model, processor, family, stage_args, targs, speed, records, app
         tr = make_trainer(model, processor, family, targs, stage_args, fargs=plain).trainer
         model.eval()
         model.zero_grad(set_to_none=True)
-        loss = tr.compute_loss(model, batch)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(targs.bf16)):  # as Accelerate runs it
+            loss = tr.compute_loss(model, batch)
         loss.backward()
         g = torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad and p.grad is not None])
         model.zero_grad(set_to_none=True)
         model.train()
         return float(loss), g
     l0, g0 = loss_and_grads()
-    applied = apply(model)
+    applied = []
+    if speed.lora_keep_input_dtype:
+        applied.append(f"keep_lora_input_dtype ({keep_lora_input_dtype(model)} LoRA layers)")
+    if speed.liger_kernels:
+        applied.append(apply_liger(model))
     l1, g1 = loss_and_grads()
-    return {"applied": applied, "loss_before": l0, "loss_after": l1, "loss_rel_diff": abs(l1 - l0) / abs(l0),
+    return {"applied": applied, "exact": l0 == l1 and bool(torch.equal(g0, g1)), "loss_before": l0, "loss_after": l1, "loss_rel_diff": abs(l1 - l0) / abs(l0),
             "grad_cosine": float(torch.nn.functional.cosine_similarity(g0, g1, dim=0)),
             "grad_rel_l2": float((g1 - g0).norm() / g0.norm()), "grad_elements": g0.numel()}
 

@@ -206,3 +206,48 @@ def test_varlen_vision_equals_stock_vision(family, tiny_models, tmp_path, monkey
     assert va.use_varlen_vision(model, cpu_ok=True)
     torch.testing.assert_close(features(), stock, rtol=1e-5, atol=1e-5)
     assert calls and max(calls) >= len(enc), "the vision tower did not take the one-call varlen path"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_keep_input_dtype_trains_the_same_adapter(family, tiny_models, tmp_path):
+    """--lora_keep_input_dtype (no fp32 copy of each LoRA module's input): two bf16 training steps through the
+    Trainer (Accelerate's autocast) end with bit-identical LoRA weights and losses (no LoRA dropout: its 1/(1-p)
+    factor rounds differently in bf16, the masks are the same)."""
+    from safetensors.torch import load_file
+
+    data = generate(tmp_path / "synth", n_train=8, n_val=2, n_test=2, size=64, seed=3)
+
+    def train(out, *extra):
+        return run(*parse_args([
+            "--model_name_or_path", str(tiny_models[family]), "--train_data", str(data["train"]), "--stage", "2",
+            "--output_dir", str(out), "--per_device_train_batch_size", "4", "--max_steps", "2", "--use_cpu",
+            "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--dataloader_num_workers", "0",
+            "--packing", "--chunked_loss", "--bf16", "--lora_dropout", "0", "--seed", "0", *extra]))
+    plain, kept = train(tmp_path / "plain"), train(tmp_path / "kept", "--lora_keep_input_dtype")
+    assert kept["args"]["speed"]["lora_keep_input_dtype"] is True
+    assert kept["train_metrics"]["train_loss"] == plain["train_metrics"]["train_loss"]
+    a, b = load_file(tmp_path / "plain" / "adapter_model.safetensors"), load_file(tmp_path / "kept" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(float(t.abs().max()) > 0 for k, t in a.items() if "lora_B" in k)  # the steps did move the weights
+    with pytest.raises(ValueError, match="--lora_keep_input_dtype needs --bf16"):
+        from train.builder import check_config
+        check_config(*parse_args(["--model_name_or_path", "m", "--train_data", "t", "--output_dir", str(tmp_path),
+                                  "--lora_keep_input_dtype", "--use_cpu"]))
+
+
+def test_keep_lora_input_dtype_turns_peft_input_cast_off():
+    """The switch really removes PEFT's fp32 copy: outside autocast a bf16 input now meets the fp32 LoRA weight
+    (an error), where with the cast PEFT ran the branch in fp32."""
+    from peft import LoraConfig, get_peft_model
+
+    from train.adapters import keep_lora_input_dtype
+
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8)).to(torch.bfloat16)
+    model = get_peft_model(net, LoraConfig(r=2, target_modules=["0"]))
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    assert model(x).dtype == torch.bfloat16  # PEFT casts x to the fp32 LoRA weight, then the result back
+    assert keep_lora_input_dtype(model) == 1
+    with pytest.raises(RuntimeError, match="dtype"):
+        model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the Trainer runs it with --bf16
+        assert model(x).dtype == torch.bfloat16

@@ -140,6 +140,18 @@ def apply_stage(model, family: ModelFamily, stage: StageArguments):
     return model
 
 
+def keep_lora_input_dtype(model) -> int:
+    """--lora_keep_input_dtype: PEFT copies each LoRA module's input to its fp32 weight dtype (an activation-sized
+    copy per module, then autocast copies it back to bf16 for the matmul); this turns that cast off (PEFT's own
+    switch, the one its `disable_input_dtype_casting` helper flips). Returns the number of LoRA layers changed."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for m in layers:
+        m.cast_input_dtype_enabled = False
+    return len(layers)
+
+
 def trainable_summary(model, family: ModelFamily | None = None) -> dict:
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in model.parameters())

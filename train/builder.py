@@ -31,7 +31,7 @@ from medvl.liger import apply_liger
 from medvl.loading import load_model_and_processor
 from medvl.packing import PackedCollator
 from medvl.varlen_attention import register as register_varlen
-from train.adapters import apply_stage
+from train.adapters import apply_stage, keep_lora_input_dtype
 from train.checkpoints import ManifestOnSave
 from train.config import DataArguments, ModelArguments, SpeedArguments, StageArguments, _zero_stage
 from train.curriculum import build_plan
@@ -101,6 +101,9 @@ def check_config(margs: ModelArguments, dargs: DataArguments, sargs: StageArgume
     """Everything that can be refused from the arguments alone, before a model loads."""
     check_one_gpu_per_process(targs.n_gpu)
     early_stopping(sargs, targs, bool(dargs.eval_data))
+    if fargs is not None and fargs.lora_keep_input_dtype and not (targs.bf16 or targs.fp16):
+        raise ValueError("--lora_keep_input_dtype needs --bf16 (or --fp16): without autocast the bf16 activations "
+                         "would meet the fp32 LoRA weights in one matmul")
     return check_speed_options(fargs or SpeedArguments(), margs, _zero_stage(targs))
 
 
@@ -184,6 +187,8 @@ def build_vision_cache(fargs: SpeedArguments, family: ModelFamily, model) -> Vis
 def prepare_model(model, family: ModelFamily, sargs: StageArguments, targs, fargs: SpeedArguments | None = None):
     """The stage's adapters / trainable modules, then the vision cache (it checks that the tower is frozen)."""
     model = apply_stage(model, family, sargs)
+    if fargs is not None and fargs.lora_keep_input_dtype:
+        keep_lora_input_dtype(model)
     if fargs is not None and fargs.liger_kernels:  # after PEFT: liger patches module forwards, LoRA stays inside
         apply_liger(model)
     if targs.gradient_checkpointing:

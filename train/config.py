@@ -173,6 +173,11 @@ class SpeedArguments:
         "help": "Stage 2: keep the frozen ViT+merger output per image in host RAM, reuse it from epoch 2 "
                 "(needs --packing; not Qwen3-VL; not ZeRO-3)"})
     vision_cache_gib: float = field(default=16.0, metadata={"help": "host-RAM bound of the vision cache"})
+    lora_keep_input_dtype: bool = field(default=False, metadata={
+        "help": "with --bf16/--fp16: LoRA branches read the activations in the model's dtype instead of an fp32 "
+                "copy per LoRA module (the LoRA weights stay fp32; autocast runs their matmuls in bf16/fp16 either "
+                "way). Same loss and gradients without LoRA dropout (tests/test_packing.py); with dropout, the "
+                "same masks, the 1/(1-p) scaling rounded in the model's dtype"})
     liger_kernels: bool = field(default=False, metadata={
         "help": "CUDA: liger-kernel's fused RMSNorm and SwiGLU in the LLM (medvl/liger.py; needs liger-kernel); "
                 "checked against the unpatched loss and gradients by bench/train_throughput.py"})
