@@ -158,7 +158,8 @@ def test_finetune_with_every_speed_option(tiny_models, tmp_path):
         "--packing", "--chunked_loss", "--vision_cache", "--bf16"]))  # bf16: Accelerate upcasts outputs
     assert summary["args"]["speed"] == {"packing": True, "chunked_loss": True, "loss_chunk": 4096,
                                         "vision_cache": True, "vision_cache_gib": 16.0,
-                                        "liger_kernels": False, "memory_budget_gib": ""}
+                                        "lora_keep_input_dtype": False, "liger_kernels": False,
+                                        "memory_budget_gib": ""}
     vc = summary["vision_cache"]
     n_images = vc["images"]
     assert n_images > 0 and vc["misses"] == n_images and vc["hits"] == n_images  # epoch 1 computes, epoch 2 reuses
