@@ -489,6 +489,10 @@ def main(argv=None):
             fam = get_family(model.config)
             return model, VLProcessor(tok, improc, fam, max_len=4096, system_prompt=DEFAULT_SYSTEM), fam
         size = (448, 561)
+    if a.memory_cap_gib and not a._child:
+        # Under a cap, fragmentation decides what fits: every variant's child (peers too) gets the allocator's
+        # expandable segments, as the README advises a user on a small card (unless the caller set the variable).
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if a._child:  # one variant in a fresh process: a fresh CUDA context, its own peak memory, OOM-safe
         if a.memory_cap_gib and device.type == "cuda":
             total = torch.cuda.get_device_properties(0).total_memory
@@ -503,6 +507,7 @@ def main(argv=None):
     result = {"config": a.config if not a.tiny else f"tiny {a.tiny}", "device": torch.cuda.get_device_name() if device.type == "cuda"
               else "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
               "versions": package_versions(), "lora_dropout": a.lora_dropout, "memory_cap_gib": a.memory_cap_gib,
+              "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
               "date": time.strftime("%Y-%m-%d"), "stage": a.stage,
               "peak_bf16_tflops_measured": measured_peak_flops(device) / 1e12,
               "dataloader": dataloader_rate(proc0, records), "loss_check": loss_check(builder, records, a.stage, a.tmp),
