@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1
 tt() { timeout "$1" python -m bench.train_throughput --stage 2 --n 384 --steps 8 --warmup 2 "${@:2}"; }
 case $part in
   levers)  # the product path, each lever alone and both, against the fastest peer
-    tt 480 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b@32 b_keep@32 b_liger@32 b_fast@32 \
+    tt 540 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b@32 b_keep@32 b_liger@32 b_fast@32 b_fast@48 \
         --out "$out/levers_2b.json" ;;
   grpo_eval)
     timeout 240 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
