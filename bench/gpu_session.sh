@@ -23,8 +23,10 @@ case $part in
   caps)
     tt 300 --config bench/configs/qwen2_vl_2b.json --memory_cap_gib 22 \
         --variants trl_liger trl_liger_nogc b_budget@64 b_budget_fast@64 --out "$out/cap22_2b.json"
+    # 44 GiB: the plan keeps GC on up to the requested row (128); b_fast@12 (GC off, ~5k-token rows) tests the
+    # plan's rule that rows under 8192 tokens are not worth GC off
     tt 240 --config bench/configs/qwen2_vl_2b.json --memory_cap_gib 44 \
-        --variants trl_liger_nogc b_budget@64 b_budget_fast@64 --out "$out/cap44_2b.json" ;;
+        --variants trl_liger_nogc b_budget_fast@128 b_fast@12 --out "$out/cap44_2b.json" ;;
   big)
     tt 280 --config bench/configs/qwen2_vl_7b.json --n 256 --steps 6 --memory_budget_gib auto \
         --variants trl_liger_nogc b_budget_fast@32 --out "$out/train_7b.json"

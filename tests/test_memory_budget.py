@@ -85,10 +85,18 @@ def test_small_rows_without_checkpointing_are_not_chosen():
     # longer samples: a row of the same memory holds >= 8192 tokens -> GC off with fewer samples per row
     p = _plan(48, lengths=[1100] * 2000, labelled=[8] * 2000)
     assert not p.gradient_checkpointing and (p.samples_per_row, p.gradient_accumulation_steps) == (8, 4), p.reason
-    # 11 of 870 tokens fit; 8 (a divisor of 32) would be under 8192 tokens: 11 x 3, and the reason says so
+    # 11 of 870 tokens fit without GC, but 11 does not divide 32 and 8 would be under 8192 tokens: the effective
+    # batch stays exact with GC on (the whole row) rather than 11 x 3 = 33
     p = _plan(48, lengths=[870] * 2000, labelled=[8] * 2000)
-    assert not p.gradient_checkpointing and p.samples_per_row == 11 and p.gradient_accumulation_steps == 3
-    assert "effective batch 33, not 32" in p.reason
+    assert p.gradient_checkpointing and (p.samples_per_row, p.gradient_accumulation_steps) == (32, 1), p.reason
+    assert "not dividing the effective batch 32" in p.reason
+
+
+def test_an_effective_batch_that_cannot_stay_exact_is_said():
+    # 31 (prime) samples requested, only 15 of 3000 tokens fit even with GC: 15 x 3 = 45, and the reason says so
+    p = _plan(22, lengths=[3000] * 200, labelled=[8] * 200, batch=31)
+    assert p.gradient_checkpointing and p.samples_per_row * p.gradient_accumulation_steps != 31
+    assert f"effective batch {p.samples_per_row * p.gradient_accumulation_steps}, not 31" in p.reason
 
 
 def test_the_loss_chunk_shrinks_when_the_logits_do_not_fit():

@@ -160,17 +160,27 @@ def plan(budget_bytes: int, static_bytes: int, lengths: list[int], requested_bat
 
     total = req * max(1, requested_accum)
 
-    def largest(gc: bool, least: int = 1) -> tuple[int, int, int] | None:
+    def top_row(gc: bool) -> int | None:
+        return next((b for b in range(req, 0, -1) if fits(b, gc)), None)
+
+    def largest(gc: bool, least: int = 1, exact_only: bool = False) -> tuple[int, int, int] | None:
         """(samples per row, loss_chunk, peak) of the largest row that fits, moved down to a divisor of the
-        effective batch when one is at least half as large and >= `least` (the batch then stays exact)."""
-        top = next((b for b in range(req, 0, -1) if fits(b, gc)), None)
-        if top is None:
+        effective batch when one is at least half as large and >= `least` (the batch then stays exact); with
+        `exact_only`, None where no such divisor exists."""
+        top = top_row(gc)
+        if top is None or top < least:
             return None
-        b = next((d for d in range(top, max((top + 1) // 2, least) - 1, -1) if total % d == 0), top)
+        b = next((d for d in range(top, max((top + 1) // 2, least) - 1, -1) if total % d == 0), None)
+        if b is None:
+            if exact_only:
+                return None
+            b = top
         return b, *fits(b, gc)
 
-    off = largest(False, least=math.ceil(MIN_FAST_ROW_TOKENS / mean_len))
-    if off and (off[0] == req or off[0] * mean_len >= MIN_FAST_ROW_TOKENS):
+    # GC off only for rows long enough not to be launch-bound (or the whole request), and only with the
+    # effective batch exact: a row that would change it goes to GC on, whose rows are longer.
+    off = largest(False, least=min(req, math.ceil(MIN_FAST_ROW_TOKENS / mean_len)), exact_only=True)
+    if off:
         b, chunk, peak, gc = *off, False
         why = "fits without gradient checkpointing" if b == req else \
             f"largest row without gradient checkpointing (~{b * mean_len:.0f} tokens/row on average)"
@@ -182,9 +192,10 @@ def plan(budget_bytes: int, static_bytes: int, lengths: list[int], requested_bat
                 f"--memory_budget_gib {budget_bytes / GIB:.1f} is too small for this model and data: one sample per "
                 f"row with gradient checkpointing needs ~{need / (1 - margin) / GIB:.1f} GiB")
         b, chunk, peak, gc = *on, True
+        top_off = top_row(False)
         why = "gradient checkpointing on: " + (
-            f"without it only {off[0]} samples/row (~{off[0] * mean_len:.0f} tokens, under {MIN_FAST_ROW_TOKENS}) "
-            f"fit" if off else "without it not one sample fits")
+            f"without it only {top_off} samples/row (~{top_off * mean_len:.0f} tokens) fit, under {MIN_FAST_ROW_TOKENS} "
+            f"tokens or not dividing the effective batch {total}" if top_off else "without it not one sample fits")
     accum = math.ceil(total / b)
     if b * accum != total:
         why += f"; effective batch {b * accum}, not {total} ({total} is not a multiple of {b})"
