@@ -311,7 +311,7 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
         if name in BUDGETED:  # as train.builder.plan_memory does, on the lengths of these records
             lengths, labelled = sample_lengths(records, processor)
             plan = apply_memory_budget(model, targs, speed, lengths, args.memory_budget_gib or args.memory_cap_gib,
-                                       labelled=labelled, device=device)
+                                       labelled=labelled, device=device, shuffled=True)  # the Trainer's shuffle
             batch, memory_plan, gc = plan.samples_per_row, dataclasses.asdict(plan), plan.gradient_checkpointing
             recs = records[: batch * max(steps, 2)] if speed.vision_cache else \
                 (records * (batch * (steps + args.warmup) // len(records) + 1))[:batch * (steps + args.warmup)]

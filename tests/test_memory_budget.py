@@ -187,3 +187,31 @@ def test_liger_kernels_without_a_gpu_is_one_line(tiny_models, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(_argv(tiny_models["qwen2_vl"], data, tmp_path / "run", "--packing", "--liger_kernels"))
     assert str(e.value) == "error: --liger_kernels needs a CUDA GPU (liger-kernel's kernels are Triton)"
+
+
+def _mixed_lengths(n=384, seed=0):
+    """Like the bench records: ~320 image + 8-40 question tokens, 70% short answers, 30% of 40-300 tokens."""
+    import random
+    rng = random.Random(seed)
+    return [330 + rng.randint(8, 40) + (rng.randint(1, 8) if rng.random() < 0.7 else rng.randint(40, 300))
+            for _ in range(n)]
+
+
+def test_random_order_rows_are_bounded_tighter_and_still_hold():
+    import random
+    lengths = _mixed_lengths()
+    worst, rand = mb.worst_rows(lengths, 64), mb.random_rows(lengths, 64)
+    assert all(r <= w for r, w in zip(rand, worst)) and rand[32] < 0.8 * worst[32]
+    assert mb.random_rows([400] * 50, 8)[8] == 3200  # no spread: exactly B x length
+    rng = random.Random(1)  # 20,000 shuffled rows of 32: none exceeds the bound (5 sigma: ~3e-7 per row)
+    assert max(sum(rng.sample(lengths, 32)) for _ in range(20000)) <= rand[32]
+
+
+def test_shuffled_rows_let_an_80_gib_card_run_without_checkpointing():
+    lengths = _mixed_lengths(2000)
+    labelled = [max(1, n - 380) for n in lengths]
+    ordered = _plan(80, lengths=lengths, labelled=labelled)
+    shuffled = _plan(80, lengths=lengths, labelled=labelled, shuffled=True)
+    assert ordered.gradient_checkpointing and "the longest samples together" in ordered.reason
+    assert not shuffled.gradient_checkpointing and shuffled.samples_per_row == 32, shuffled.reason
+    assert "drawn at random" in shuffled.reason

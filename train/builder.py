@@ -208,7 +208,8 @@ def sample_lengths(records: list, processor) -> tuple[list[int], list[int]]:
     return tokens, labelled
 
 
-def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list) -> MemoryPlan | None:
+def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list, shuffled: bool = False
+                ) -> MemoryPlan | None:
     """--memory_budget_gib: plan the packed-row size, gradient checkpointing and loss chunk for a prepared model
     and write them into targs / fargs (train/memory_budget.py); None when the option is off. Every process plans
     the same from the same records, for its own GPU."""
@@ -217,7 +218,8 @@ def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list) -
         return None
     tokens, labelled = sample_lengths(records, processor)
     device = targs.device if getattr(targs.device, "type", None) == "cuda" else None
-    plan = apply_memory_budget(model, targs, fargs, tokens, budget, labelled=labelled, device=device)
+    plan = apply_memory_budget(model, targs, fargs, tokens, budget, labelled=labelled, device=device,
+                               shuffled=shuffled)
     if targs.process_index == 0:
         log.info("%s", plan.describe())
     return plan
@@ -305,7 +307,9 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
     fargs = check_config(margs, dargs, sargs, targs, fargs)
     model, processor, family, splits, reports = start_run(margs, dargs, sargs, targs)
     model, vision_cache = prepare_model(model, family, sargs, targs, fargs)
-    memory_plan = plan_memory(model, processor, targs, fargs, splits["train"])  # before the Trainer reads targs
+    # before the Trainer reads targs; the Trainer's shuffle (no curriculum, no length grouping) bounds rows tighter
+    shuffled = dargs.curriculum == "none" and targs.train_sampling_strategy == "random"
+    memory_plan = plan_memory(model, processor, targs, fargs, splits["train"], shuffled=shuffled)
     built = make_trainer(model, processor, family, targs, sargs, dargs=dargs, fargs=fargs,
                          train_records=splits["train"], eval_records=splits.get("eval"), vision_cache=vision_cache,
                          callbacks=callbacks)
