@@ -5,6 +5,7 @@ What is patched, on the loaded model instance (nothing global beyond what liger'
   * the LLM's MLP -> liger's SwiGLU: silu(gate) * up fused, its input kept instead of the product (less memory).
     PEFT's LoRA wrappers on gate/up/down stay: liger's MLP calls self.gate_proj etc., whatever they are;
   * Qwen2-VL's ViT LayerNorms (liger's default for that family).
+  For Qwen3-VL liger 0.8.5 patches only the norms (q/k norms included): its function takes `swiglu` and ignores it.
 Left off on purpose:
   * liger's RoPE: transformers 5 mixes the mRoPE sections inside the rotary embedding, so the function liger
     replaces (`apply_multimodal_rotary_pos_emb`) no longer exists; patching it would change nothing;
