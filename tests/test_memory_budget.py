@@ -3,6 +3,7 @@ against those measurements, and the option through python -m train.finetune's ru
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -215,3 +216,22 @@ def test_shuffled_rows_let_an_80_gib_card_run_without_checkpointing():
     assert ordered.gradient_checkpointing and "the longest samples together" in ordered.reason
     assert not shuffled.gradient_checkpointing and shuffled.samples_per_row == 32, shuffled.reason
     assert "drawn at random" in shuffled.reason
+
+
+def test_random_order_plans_from_a_fixed_sample_of_a_large_set(monkeypatch):
+    """Random rows need only the lengths' mean and spread: a large set is sampled (the same records every run),
+    an ordered one (curriculum) is encoded whole, since its plan needs the longest samples."""
+    from train import builder
+
+    seen = []
+    monkeypatch.setattr(builder, "LENGTH_SAMPLE", 10)
+    monkeypatch.setattr(builder, "sample_lengths", lambda recs, proc: (seen.append([r["id"] for r in recs]),
+                                                                         ([400] * len(recs), [4] * len(recs)))[1])
+    monkeypatch.setattr(builder, "apply_memory_budget", lambda *a, **k: None)
+    records = [{"id": f"r{i}"} for i in range(50)]
+    args = SimpleNamespace(memory_budget_gib="20")
+    targs = SimpleNamespace(device=SimpleNamespace(type="cpu"), process_index=1)
+    builder.plan_memory(None, None, targs, args, records, shuffled=True)
+    builder.plan_memory(None, None, targs, args, records, shuffled=True)
+    builder.plan_memory(None, None, targs, args, records, shuffled=False)
+    assert len(seen[0]) == 10 and seen[0] == seen[1] and len(seen[2]) == 50

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,6 +209,9 @@ def sample_lengths(records: list, processor) -> tuple[list[int], list[int]]:
     return tokens, labelled
 
 
+LENGTH_SAMPLE = 4096  # records encoded to size random-order rows (plan_memory)
+
+
 def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list, shuffled: bool = False
                 ) -> MemoryPlan | None:
     """--memory_budget_gib: plan the packed-row size, gradient checkpointing and loss chunk for a prepared model
@@ -216,6 +220,10 @@ def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list, s
     budget = parse_budget(fargs.memory_budget_gib)
     if budget is None:
         return None
+    if shuffled and len(records) > LENGTH_SAMPLE:
+        # random rows are sized from the lengths' mean and spread: a fixed random sample estimates them (one
+        # encoding pass over every record of a large set would take minutes); ordered rows need every length
+        records = random.Random(0).sample(records, LENGTH_SAMPLE)
     tokens, labelled = sample_lengths(records, processor)
     device = targs.device if getattr(targs.device, "type", None) == "cuda" else None
     plan = apply_memory_budget(model, targs, fargs, tokens, budget, labelled=labelled, device=device,
