@@ -212,22 +212,23 @@ def sample_lengths(records: list, processor) -> tuple[list[int], list[int]]:
 LENGTH_SAMPLE = 4096  # records encoded to size random-order rows (plan_memory)
 
 
-def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list, shuffled: bool = False
-                ) -> MemoryPlan | None:
+def plan_memory(model, processor, targs, fargs: SpeedArguments, records: list, shuffled: bool = False,
+                longest: int | None = None) -> MemoryPlan | None:
     """--memory_budget_gib: plan the packed-row size, gradient checkpointing and loss chunk for a prepared model
     and write them into targs / fargs (train/memory_budget.py); None when the option is off. Every process plans
     the same from the same records, for its own GPU."""
     budget = parse_budget(fargs.memory_budget_gib)
     if budget is None:
         return None
-    if shuffled and len(records) > LENGTH_SAMPLE:
+    sampled = shuffled and len(records) > LENGTH_SAMPLE
+    if sampled:
         # random rows are sized from the lengths' mean and spread: a fixed random sample estimates them (one
         # encoding pass over every record of a large set would take minutes); ordered rows need every length
         records = random.Random(0).sample(records, LENGTH_SAMPLE)
     tokens, labelled = sample_lengths(records, processor)
     device = targs.device if getattr(targs.device, "type", None) == "cuda" else None
     plan = apply_memory_budget(model, targs, fargs, tokens, budget, labelled=labelled, device=device,
-                               shuffled=shuffled)
+                               shuffled=shuffled, longest=longest if sampled else None)
     if targs.process_index == 0:
         log.info("%s", plan.describe())
     return plan
@@ -317,7 +318,8 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
     model, vision_cache = prepare_model(model, family, sargs, targs, fargs)
     # before the Trainer reads targs; the Trainer's shuffle (no curriculum, no length grouping) bounds rows tighter
     shuffled = dargs.curriculum == "none" and targs.train_sampling_strategy == "random"
-    memory_plan = plan_memory(model, processor, targs, fargs, splits["train"], shuffled=shuffled)
+    memory_plan = plan_memory(model, processor, targs, fargs, splits["train"], shuffled=shuffled,
+                              longest=reports["train"].get("max_tokens_kept") or None)  # validation's longest
     built = make_trainer(model, processor, family, targs, sargs, dargs=dargs, fargs=fargs,
                          train_records=splits["train"], eval_records=splits.get("eval"), vision_cache=vision_cache,
                          callbacks=callbacks)

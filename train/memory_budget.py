@@ -131,17 +131,22 @@ def worst_rows(lengths: list[int], max_samples: int) -> list[int]:
 ROW_SIGMAS = 5.0
 
 
-def random_rows(lengths: list[int], max_samples: int, sigmas: float = ROW_SIGMAS) -> list[int]:
+def random_rows(lengths: list[int], max_samples: int, sigmas: float = ROW_SIGMAS,
+                longest: int | None = None) -> list[int]:
     """bound[B] for a row of B samples drawn at random without replacement: B * mean + sigmas * the sum's standard
-    deviation (finite-population corrected), never above the B longest samples together; bound[0] = 0."""
+    deviation (finite-population corrected), and never less than one longest sample plus B-1 average ones (a rare
+    outlier is not normal); capped by the B longest samples together. `longest`: the longest sample of the whole
+    set when `lengths` is a sample of it (then the cap is B * longest); bound[0] = 0."""
     n = len(lengths)
     mean = sum(lengths) / n
     var = sum((x - mean) ** 2 for x in lengths) / n
-    worst = worst_rows(lengths, max_samples)
+    top = max(lengths) if longest is None else max(longest, max(lengths))
+    worst = worst_rows(lengths, max_samples) if longest is None else [b * top for b in range(max_samples + 1)]
     out = [0]
     for b in range(1, max_samples + 1):
         fpc = (n - b) / (n - 1) if n > 1 and b < n else 0.0
-        out.append(min(worst[b], math.ceil(b * mean + sigmas * math.sqrt(b * var * fpc))))
+        spread = b * mean + sigmas * math.sqrt(b * var * fpc)
+        out.append(min(worst[b], math.ceil(max(spread, (b - 1) * mean + top))))
     return out
 
 
@@ -156,21 +161,25 @@ def _chunks(requested: int) -> list[int]:
 # ------------------------------------------------------------------------------------------------ the plan
 def plan(budget_bytes: int, static_bytes: int, lengths: list[int], requested_batch: int, requested_accum: int,
          dims: TextDims, *, labelled: list[int] | None = None, loss_chunk: int = 4096, chunked_loss: bool = True,
-         margin: float = SAFETY_MARGIN, shuffled: bool = False) -> MemoryPlan:
+         margin: float = SAFETY_MARGIN, shuffled: bool = False, longest: int | None = None) -> MemoryPlan:
     """The fastest layout that fits `budget_bytes` (less `margin`) with the effective batch of
     requested_batch x requested_accum kept: GC off with the largest row <= requested_batch if its rows average
     >= MIN_FAST_ROW_TOKENS (or it is the whole request), else GC on with the largest row that fits; the loss chunk
     is halved (never raised) where the logits are what does not fit. `lengths`: tokens per training sample;
     `labelled`: labelled tokens per sample (None: every token counts, the safe side). `shuffled`: rows are drawn in
     random order (no curriculum, no length grouping), so a row is bounded by random_rows; otherwise by the longest
-    samples together (an ordered sampler can put them in one row). Raises BudgetTooSmall."""
+    samples together (an ordered sampler can put them in one row). `longest`: the longest sample of the whole set
+    when `lengths` is a sample of it (shuffled only). Raises BudgetTooSmall."""
     if not lengths:
         raise ValueError("memory budget: no training samples to plan for")
     usable = int(budget_bytes * (1 - margin))
     req = max(1, requested_batch)
-    bound = random_rows if shuffled else worst_rows
-    tokens = bound(lengths, req)
-    labels = bound(labelled if labelled is not None else lengths, req)
+    if shuffled:
+        tokens = random_rows(lengths, req, longest=longest)
+        labels = random_rows(labelled if labelled is not None else lengths, req)
+    else:
+        tokens = worst_rows(lengths, req)
+        labels = worst_rows(labelled if labelled is not None else lengths, req)
     mean_len = sum(lengths) / len(lengths)
     chunks = _chunks(loss_chunk) if chunked_loss else [loss_chunk]
 
@@ -286,7 +295,7 @@ def set_gradient_checkpointing(targs, on: bool) -> None:
 
 
 def apply_memory_budget(model, targs, fargs, lengths: list[int], budget_gib, labelled: list[int] | None = None,
-                        device=None, shuffled: bool = False) -> MemoryPlan:
+                        device=None, shuffled: bool = False, longest: int | None = None) -> MemoryPlan:
     """Plan for a prepared model (adapters applied) and write it into the run's arguments: samples per packed row
     (per_device_train_batch_size), gradient_accumulation_steps, gradient checkpointing, fargs.loss_chunk.
     `budget_gib`: GiB, or 'auto' (this card less CARD_RESERVE_BYTES). Call once, before the Trainer is made."""
@@ -296,7 +305,7 @@ def apply_memory_budget(model, targs, fargs, lengths: list[int], budget_gib, lab
     budget_bytes = budget_from_card(device) if budget == "auto" else int(budget * GIB)
     p = plan(budget_bytes, static_bytes(model), lengths, targs.per_device_train_batch_size,
              targs.gradient_accumulation_steps, text_dims(model), labelled=labelled, loss_chunk=fargs.loss_chunk,
-             chunked_loss=fargs.chunked_loss, shuffled=shuffled)
+             chunked_loss=fargs.chunked_loss, shuffled=shuffled, longest=longest)
     targs.per_device_train_batch_size = p.samples_per_row
     targs.gradient_accumulation_steps = p.gradient_accumulation_steps
     set_gradient_checkpointing(targs, p.gradient_checkpointing)
