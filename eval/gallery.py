@@ -19,6 +19,7 @@ from tqdm import tqdm
 from medvl.encoding import load_image
 from medvl.families import parse_boxes
 from medvl.jsonio import DataError
+from medvl.metrics.grounding import scale_box
 from medvl.paths import OutsideRoot, resolve_inside
 from medvl.schema import image_list
 from eval.old_results import upgrade_result, upgrade_results
@@ -97,13 +98,6 @@ def _size(value) -> tuple[float, float] | None:
     return (w, h) if w > 0 and h > 0 else None
 
 
-def _scale_box(xyxy, from_size, to_size) -> list[float]:
-    if not from_size or list(from_size) == list(to_size):
-        return [float(v) for v in xyxy]
-    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
-    return [xyxy[0] * sx, xyxy[1] * sy, xyxy[2] * sx, xyxy[3] * sy]
-
-
 def thumbnail(path: str, sample_id: str, max_side: int) -> tuple[str, tuple[int, int]]:
     """(data: URI of a JPEG thumbnail, original (w, h)). Same image reader as training (medvl.encoding)."""
     im = load_image(path, sample_id)
@@ -178,7 +172,7 @@ def gallery_samples(results: Mapping[str, dict], records: Sequence[dict], *, met
                 if isinstance(b, dict) and len(b.get("xyxy") or []) == 4:
                     from_size = _size(b.get("image_size")) if b.get("image_size") is not None else size
                     if from_size:
-                        ref_boxes.append({"label": b.get("label"), "xyxy": _scale_box(b["xyxy"], from_size, size)})
+                        ref_boxes.append({"label": b.get("label"), "xyxy": scale_box(b["xyxy"], from_size, size)})
                     else:
                         info["boxes_not_parsed"].append(f"reference:{sid}")
         answers = []
@@ -189,7 +183,7 @@ def gallery_samples(results: Mapping[str, dict], records: Sequence[dict], *, met
             row_size, input_size = (_size(row.get("image_size")), _size(row.get("input_size"))) if row else (None, None)
             if row and size and families[m] is not None and row_size and input_size:
                 for label, xyxy in parse_boxes(families[m], row["prediction"], row_size, input_size):
-                    boxes.append({"label": label, "xyxy": _scale_box(xyxy, row_size, size)})
+                    boxes.append({"label": label, "xyxy": scale_box(xyxy, row_size, size)})
             elif row and any_row.get("task") == "grounding":
                 info["boxes_not_parsed"].append(f"{m}:{sid}")
             answers.append({"model": m, "colour": MODEL_COLOURS[k % len(MODEL_COLOURS)],

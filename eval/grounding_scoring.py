@@ -29,10 +29,8 @@ def _ref_box(r: dict, ref: dict, size, pred_path, issues: Counter) -> list[float
                         "[x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
     rsize = ref.get("image_size") or size
     if list(rsize) != list(size):  # reference stored for another size of the same image: rescale
-        sx, sy = size[0] / rsize[0], size[1] / rsize[1]
-        xyxy = [xyxy[0] * sx, xyxy[1] * sy, xyxy[2] * sx, xyxy[3] * sy]
         issues["ref_box_rescaled"] += 1
-    return xyxy
+    return grounding.scale_box(xyxy, rsize, size)
 
 
 def _position_match(rows: list[dict], preds: list, mapping: dict[str, dict]) -> dict:

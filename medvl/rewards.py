@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from medvl.answers import infer_answer_type
 from medvl.families import ModelFamily
 from medvl.metrics.closed import closed_accuracy
-from medvl.metrics.grounding import best_reference, iou
+from medvl.metrics.grounding import best_reference, iou, scale_box
 from medvl.metrics.references import best_of
 from medvl.metrics.text import token_f1
 
@@ -74,13 +74,7 @@ def open_f1_reward(completion: str, answers: Sequence[str]) -> float:
 
 def reference_boxes(boxes: Sequence[Mapping], image_size) -> list[list[float]]:
     """meta.boxes as xyxy in pixels of `image_size` (a box stored for another size of the image is rescaled)."""
-    out = []
-    for b in boxes:
-        x1, y1, x2, y2 = (float(v) for v in b["xyxy"])
-        bw, bh = b.get("image_size") or image_size
-        sx, sy = image_size[0] / bw, image_size[1] / bh
-        out.append([x1 * sx, y1 * sy, x2 * sx, y2 * sy])
-    return out
+    return [scale_box(b["xyxy"], b.get("image_size"), image_size) for b in boxes]
 
 
 def iou_reward(completion: str, boxes: Sequence[Mapping], family: ModelFamily, image_size, input_size) -> float:

@@ -33,6 +33,15 @@ def _box(b: Box, what: str) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
+def scale_box(xyxy: Box, from_size, to_size) -> list[float]:
+    """A box stored in pixels of `from_size` (w, h) in pixels of `to_size`; unchanged (as floats) when from_size
+    is missing or the same."""
+    if not from_size or list(from_size) == list(to_size):
+        return [float(v) for v in xyxy]
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return [float(xyxy[0]) * sx, float(xyxy[1]) * sy, float(xyxy[2]) * sx, float(xyxy[3]) * sy]
+
+
 def iou(a: Box, b: Box) -> float:
     """Intersection over union of two boxes."""
     ax1, ay1, ax2, ay2 = _box(a, "box a")
