@@ -76,9 +76,15 @@ class VLProcessor:
         except OutsideRoot as e:
             raise SampleError(sample_id, e.reason, str(e)) from None
 
-    def process_images(self, rec: dict):
-        images = [load_image(self.image_path(p, rec.get("id")), rec.get("id"), max_image_bytes=self.max_image_bytes)
-                  for p in image_list(rec)]
+    def load_images(self, rec: dict) -> list:
+        """The record's images, decoded as training reads them (path checks, size gate, RGB)."""
+        return [load_image(self.image_path(p, rec.get("id")), rec.get("id"), max_image_bytes=self.max_image_bytes)
+                for p in image_list(rec)]
+
+    def process_images(self, rec: dict, images: list | None = None):
+        """(pixel_values, grid, original sizes, model-input sizes) of the record's images (`images`: already
+        loaded by load_images)."""
+        images = self.load_images(rec) if images is None else images
         if not images:
             return None, None, [], []
         try:

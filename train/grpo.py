@@ -40,11 +40,10 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from medvl.collate import mm_token_type_ids
-from medvl.encoding import VLProcessor, load_image
+from medvl.encoding import VLProcessor
 from medvl.families import ModelFamily
 from medvl.generation import generate_records, greedy_generate
 from medvl.rewards import score
-from medvl.schema import image_list
 from train.builder import GroupLRCheck, check_one_gpu_per_process, prepare_model, start_run
 from train.checkpoints import ManifestOnSave
 from train.config import DataArguments, ModelArguments, SpeedArguments, StageArguments, _zero_stage
@@ -154,13 +153,9 @@ class GRPORecords:
 
     def __getitem__(self, i: int) -> dict:
         rec, p = self.records[i], self.processor
-        rid = rec.get("id")
-        images = [load_image(p.image_path(path, rid), rid, max_image_bytes=p.max_image_bytes) for path in image_list(rec)]
-        sizes, input_sizes = [], []
-        if images:  # the model-input size decides box coordinates of json_abs families (Qwen2.5-VL)
-            grid = p.image_processor(images=images, return_tensors="pt")["image_grid_thw"]
-            sizes = [im.size for im in images]
-            input_sizes = [(int(g[2]) * p.patch, int(g[1]) * p.patch) for g in grid]
+        images = p.load_images(rec)
+        # the model-input size decides box coordinates of json_abs families (Qwen2.5-VL)
+        _, _, sizes, input_sizes = p.process_images(rec, images)
         return {"prompt": p.messages(rec, include_answer=False, image_sizes=sizes, input_sizes=input_sizes),
                 "images": images, "record": rec, "image_size": sizes[0] if sizes else None,
                 "input_size": input_sizes[0] if input_sizes else None}
