@@ -277,8 +277,9 @@ def build(margs: ModelArguments, dargs: DataArguments, sargs: StageArguments, ta
           fargs: SpeedArguments | None = None, callbacks: tuple = ()):
     """(trainer, model, processor, family, splits, reports, lr_check) for one Stage-3 run (run() has checked the
     arguments with check_stage3 before)."""
-    ignored = [n for n in ("packing", "chunked_loss", "vision_cache", "liger_kernels", "memory_budget_gib")
-               if getattr(fargs or SpeedArguments(), n)]
+    # every speed option set away from its default: TRL's loop uses none of them
+    ignored = [f.name for f in dataclasses.fields(SpeedArguments)
+               if fargs is not None and getattr(fargs, f.name) != f.default]
     if ignored and targs.process_index == 0:  # gpu.yaml turns them on for every stage
         log.info("stage 3: %s ignored (TRL computes the GRPO loss)", ", ".join(ignored))
     model, processor, family, splits, reports = start_run(margs, dargs, sargs, targs)  # as stages 1-2 start
