@@ -56,10 +56,9 @@ from medvl.liger import apply_liger
 from medvl.loading import load_model_and_processor
 from medvl.varlen_attention import register
 from train.adapters import keep_lora_input_dtype
-from train.builder import make_collator, make_trainer, prepare_model, sample_lengths
+from train.builder import make_collator, make_trainer, plan_memory, prepare_model
 from train.config import SpeedArguments, StageArguments
 from train.data import VLDataset
-from train.memory_budget import apply_memory_budget
 from train.tiny_model import build_tiny_model
 from train.trainer import VLTrainer
 
@@ -308,10 +307,9 @@ def run_variant(spec, model_builder, records, args, stage: int, device) -> dict:
             lever = lever_check(model, processor, family, stage_args, targs, speed, records)
         else:
             model, cache = prepare_model(model, family, stage_args, targs, speed)
-        if name in BUDGETED:  # as train.builder.plan_memory does, on the lengths of these records
-            lengths, labelled = sample_lengths(records, processor)
-            plan = apply_memory_budget(model, targs, speed, lengths, args.memory_budget_gib or args.memory_cap_gib,
-                                       labelled=labelled, device=device, shuffled=True)  # the Trainer's shuffle
+        if name in BUDGETED:  # the product's planning step, on these records in the Trainer's shuffled order
+            speed.memory_budget_gib = str(args.memory_budget_gib or args.memory_cap_gib)
+            plan = plan_memory(model, processor, targs, speed, records, shuffled=True)
             batch, memory_plan, gc = plan.samples_per_row, dataclasses.asdict(plan), plan.gradient_checkpointing
             recs = records[: batch * max(steps, 2)] if speed.vision_cache else \
                 (records * (batch * (steps + args.warmup) // len(records) + 1))[:batch * (steps + args.warmup)]
