@@ -264,7 +264,7 @@ class Pipeline:
                        str(s.output_dir / adapter), "--output_dir", base,
                        *(["--probe_data", s.eval_data] if s.eval_data else [])])
         elif how == "wait":
-            print(f"node {s.node_rank}: waiting for node 0 to merge Stage 1 into {base}", flush=True)
+            print(f"node {s.node_rank}: waiting for node 0 to merge {adapter} into {base}", flush=True)
             deadline = time.monotonic() + s.merge_wait_s
             while not (Path(base) / MERGE_REPORT).is_file() and time.monotonic() < deadline:
                 time.sleep(1)
