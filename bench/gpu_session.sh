@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of issues 21 and 22, in parts that each fit one device call (<= 10 min on one H200).
 # Run from the repo root on the GPU machine, wheels of trl, datasets, liger-kernel, nltk, rouge_score carried in .whl/:
-#   bash bench/gpu_session.sh PART OUTDIR     PART: levers | grpo_eval | caps | big | qwen3_eval | unsloth
+#   bash bench/gpu_session.sh PART OUTDIR     PART: first | levers | grpo_eval | caps | big | qwen3_eval | unsloth
 # unsloth also needs .whl_unsloth/ (bash scripts/unsloth_wheels.sh; carry both .whl and .whl_unsloth): its own
 # package set (trl 1.15) in /tmp/site_unsloth, first on the PYTHONPATH of the Unsloth children only.
 # Each command's JSON lands in OUTDIR; the tables print at the end of each command's output.
@@ -16,6 +16,10 @@ case $part in
     big_row=$(python3 -c "import torch; print('b_fast@48' if torch.cuda.get_device_properties(0).total_memory > 100 * 2**30 else '')")
     tt 540 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b@32 b_keep@32 b_liger@32 b_fast@32 $big_row \
         --out "$out/levers_2b.json" ;;
+  first)  # when one call may be all a session gets: Stage 3's cost (issue 22), then the two levers together vs the peer
+    timeout 220 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
+        --out "$out/grpo_2b.json"
+    tt 330 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b@32 b_fast@32 --out "$out/levers_2b.json" ;;
   grpo_eval)
     timeout 240 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
         --out "$out/grpo_2b.json"
