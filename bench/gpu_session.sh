@@ -19,7 +19,7 @@ case $part in
   first)  # when one call may be all a session gets: Stage 3's cost (issue 22), then the two levers together vs the peer
     timeout 220 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
         --out "$out/grpo_2b.json"
-    tt 330 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b@32 b_fast@32 --out "$out/levers_2b.json" ;;
+    tt 330 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b_fast@32 b@32 --out "$out/levers_2b.json" ;;
   grpo_eval)
     timeout 240 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
         --out "$out/grpo_2b.json"
