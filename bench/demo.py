@@ -36,6 +36,14 @@ def _env(**extra) -> dict:
     return env
 
 
+_T0 = time.time()  # the demo is one process: its start
+
+
+def _step(title: str) -> None:
+    """A step's header with the seconds since the demo started (where a slow machine spends them)."""
+    print(f"== {title}  [{time.time() - _T0:.0f} s]", flush=True)
+
+
 def call(cmd: list, quiet: bool = False, **env) -> None:
     """One step as its own process (each CLI exactly as a user runs it); a failure ends the demo with its status."""
     rc = subprocess.run([str(c) for c in cmd], env=_env(**env),
@@ -51,10 +59,10 @@ def prepare(d: Path) -> None:
           "--seed", 0], quiet=True)
     call([py, "-m", "data_process.data_trans", "--inputs", d / "data/test.json", "--out_dir", d / "eval_data",
           "--split", "test"])
-    print("== 2/6 tiny Qwen2-VL", flush=True)
+    _step("2/6 tiny Qwen2-VL")
     call([py, "-m", "train.tiny_model", "--family", "qwen2_vl", "--output_dir", d / "base", "--hidden", 128,
           "--layers", 2])
-    print("== 3/6 validation", flush=True)
+    _step("3/6 validation")
     call([py, "-m", "data_process.validate", "--model", d / "base", "--data", d / "data/train.json",
           "--out", d / "data/train.clean.json"])
 
@@ -91,9 +99,9 @@ def main(argv=None) -> int:
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     t0 = time.time()
-    print("== 1/6 synthetic data", flush=True)
+    _step("1/6 synthetic data")
     prepare(d)
-    print("== 4/6 Stage 1 -> merge -> Stage 2", flush=True)
+    _step("4/6 Stage 1 -> merge -> Stage 2")
     run_pipeline(_env(
         MODEL=str(d / "base"), STAGE1_DATA=str(d / "data/stage1_captions.json"),
         TRAIN_DATA=str(d / "data/train.clean.json"), EVAL_DATA=str(d / "data/val.json"), OUTPUT_DIR=str(d / "run"),
@@ -106,13 +114,13 @@ def main(argv=None) -> int:
         **({"STAGE3_DATA": str(d / "data/train.clean.json"),
             "STAGE3_ARGS": "--max_steps 30 --llm_lr 1e-3 --num_generations 4 "
                            "--max_completion_length 8 --gen_eval_samples 16"} if a.stage3 else {})), num_gpus=1)
-    print("== 5/6 evaluation of base / Stage 1 / Stage 2", flush=True)
+    _step("5/6 evaluation of base / Stage 1 / Stage 2")
     base, s1, s2 = d / "base", d / "run/stage1", d / "run/stage2"
     models = [f"base={base}", f"stage1={base}+{s1}", f"stage2={base}+{s1}+{s2}"]
     if a.stage3:  # Stage 3 trained on the merged Stage 2 (train/pipeline.py)
         models.append(f"stage3={d / 'run/stage2_merged'}+{d / 'run/stage3'}")
     evaluate(models, d, d / "result")
-    print("== 6/6 learning check", flush=True)
+    _step("6/6 learning check")
     if not learning_check(d / "result/evaluation_metrics.json"):
         return 1
     r = d / "result"
