@@ -223,13 +223,15 @@ def calibration_figures(results: Mapping[str, dict]) -> list[tuple[str, str, obj
     return out
 
 
-# TensorBoard tags that are bookkeeping, not curves (HF Trainer logs these once or per step)
-_NOT_CURVES = ("runtime", "per_second", "flos", "epoch", "train/train_loss")
+# TensorBoard tags that are bookkeeping, not curves (HF Trainer logs these once or per step; TRL's token count)
+_NOT_CURVES = ("runtime", "per_second", "flos", "epoch", "train/train_loss", "num_tokens")
 
 
 def curve_panels(scalars: Mapping[str, list]) -> dict[str, list[str]]:
-    """{panel title: tags}: loss (train + eval), eval metrics, learning rate(s), grad norm, anything else."""
-    panels: dict[str, list[str]] = {"loss": [], "eval metrics": [], "learning rate": [], "grad norm": [], "other": []}
+    """{panel title: tags}: loss (train + eval), eval metrics, learning rate(s), grad norm, and for Stage 3 (TRL's
+    GRPO tags) rewards, KL and completion length each on its own axis (their scales differ by orders), the rest."""
+    panels: dict[str, list[str]] = {"loss": [], "eval metrics": [], "learning rate": [], "grad norm": [],
+                                    "rewards": [], "KL": [], "completion length (tokens)": [], "other": []}
     for tag in sorted(scalars):
         if any(k in tag for k in _NOT_CURVES) or not scalars[tag]:
             continue
@@ -242,6 +244,12 @@ def curve_panels(scalars: Mapping[str, list]) -> dict[str, list[str]]:
             panels["grad norm"].append(tag)
         elif tag.startswith("eval/"):
             panels["eval metrics"].append(tag)
+        elif name == "reward" or ("rewards/" in tag and name == "mean"):  # the weighted sum and each reward's mean
+            panels["rewards"].append(tag)
+        elif name == "kl":
+            panels["KL"].append(tag)
+        elif "completions/" in tag and name in ("mean_length", "min_length", "max_length"):
+            panels["completion length (tokens)"].append(tag)
         else:
             panels["other"].append(tag)
     return {k: v for k, v in panels.items() if v}

@@ -377,3 +377,23 @@ def test_protocols_and_baselines_in_report(report, capsys):
     assert report_main(["--metrics", str(report["out"] / "evaluation_metrics.json"), "--test_data",
                         str(report["test_json"]), "--out", str(out)]) == 0
     assert "<h3>protocol lmms_eval <small>" in out.read_text()
+
+
+def test_stage3_curves_get_reward_kl_and_length_panels():
+    """TRL's GRPO tags (as the Trainer's TensorBoard callback names them) land on panels of one scale each: a reward
+    mean never shares an axis with a KL of 1e-4 or a length of 64 tokens; stds and token counts stay off them."""
+    from eval.plots import curve_panels
+    tags = ["train/loss", "train/reward", "train/reward_std", "train/rewards/closed/mean", "train/rewards/closed/std",
+            "train/rewards/iou/mean", "train/kl", "train/completions/mean_length", "train/completions/max_length",
+            "train/completions/clipped_ratio", "train/entropy", "train/num_tokens", "train/learning_rate",
+            "train/grad_norm", "eval/loss"]
+    panels = curve_panels({t: [(1, 0.5)] for t in tags})
+    assert panels["rewards"] == ["train/reward", "train/rewards/closed/mean", "train/rewards/iou/mean"]
+    assert panels["KL"] == ["train/kl"]
+    assert panels["completion length (tokens)"] == ["train/completions/max_length", "train/completions/mean_length"]
+    assert panels["loss"] == ["eval/loss", "train/loss"]
+    assert "train/num_tokens" not in sum(panels.values(), [])
+    assert set(panels["other"]) == {"train/completions/clipped_ratio", "train/entropy", "train/reward_std",
+                                    "train/rewards/closed/std"}
+    # an SFT run gets no empty Stage-3 panels
+    assert set(curve_panels({"train/loss": [(1, 1.0)], "eval/loss": [(1, 1.0)]})) == {"loss"}
