@@ -10,6 +10,8 @@ part=$1; out=$2
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 tt() { timeout "$1" python -m bench.train_throughput --stage 2 --n 384 --steps 8 --warmup 2 "${@:2}"; }
+grpo() { timeout "$1" python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
+    --out "$out/grpo_2b.json"; }
 case $part in
   levers)  # the product path, each lever alone and both, against the fastest peer
     # 48-sample rows without GC need ~90 GiB: only on a card that holds them (H200), not on an 80 GB H100
@@ -17,12 +19,10 @@ case $part in
     tt 540 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b@32 b_keep@32 b_liger@32 b_fast@32 $big_row \
         --out "$out/levers_2b.json" ;;
   first)  # when one call may be all a session gets: Stage 3's cost (issue 22), then the two levers together vs the peer
-    timeout 220 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
-        --out "$out/grpo_2b.json"
+    grpo 220
     tt 330 --config bench/configs/qwen2_vl_2b.json --variants trl_liger_nogc b_fast@32 b@32 --out "$out/levers_2b.json" ;;
   grpo_eval)
-    timeout 240 python -m bench.grpo_throughput --config bench/configs/qwen2_vl_2b.json --steps 8 --warmup 2 \
-        --out "$out/grpo_2b.json"
+    grpo 240
     timeout 280 python -m bench.eval_throughput --config bench/configs/qwen2_vl_2b.json --n 128 --n_a 16 \
         --new_tokens 8 --batch_size 64 --hf_batch_size 64 --num_workers 12 --repeats 3 --repeats_a 1 \
         --vision varlen varlen+liger --out "$out/eval_2b_liger.json" ;;
