@@ -98,7 +98,6 @@ def main(argv=None) -> int:
     d = Path(a.output_dir).resolve()
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    t0 = time.time()
     _step("1/6 synthetic data")
     prepare(d)
     _step("4/6 Stage 1 -> merge -> Stage 2")
@@ -124,7 +123,7 @@ def main(argv=None) -> int:
     if not learning_check(d / "result/evaluation_metrics.json"):
         return 1
     r = d / "result"
-    print(f"\nDemo finished in {time.time() - t0:.0f} s.")
+    print(f"\nDemo finished in {time.time() - _T0:.0f} s.")
     print(f"Tables      : {r}/model_comparison_tables.md (.txt), all numbers: {r}/evaluation_metrics.json")
     print(f"Plots       : {r}/plots/*.png")
     print(f"Report      : {r}/report.html (one self-contained page: tables, curves, gallery with boxes)")
